@@ -1,0 +1,273 @@
+"""The project config, `agent.toml`: loaded into typed records and validated.
+
+Every invalid key or value raises `ConfigError` naming the key (`section.key`) and what is
+allowed. Loading never writes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG_FILE = "agent.toml"
+PROVIDER_KINDS = ("openai", "anthropic", "openai-compatible")
+CID_VERSIONS = (0, 1)
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "openai-compatible": "http://127.0.0.1:8100/v1",
+}
+DEFAULT_MODELS = {
+    "openai": ["gpt-4o-mini", "gpt-4o"],
+    "anthropic": ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"],
+    "openai-compatible": ["gpt-4o-mini"],
+}
+DEFAULT_KEY_SECRETS = {
+    "openai": "openaiApiKey",
+    "anthropic": "anthropicApiKey",
+    "openai-compatible": "apiKey",
+}
+PHALA_TESTNET_GATEWAY = "https://wapo-testnet.phala.network"
+LOCAL_GATEWAY = "http://127.0.0.1:8000"
+LOCAL_IPFS_API = "/ip4/127.0.0.1/tcp/5002/http"
+
+_AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
+_PY_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_JS_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_TOOL_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+_MULTIADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/\s]+/tcp/\d{1,5}(/https?)?$")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    name: str
+    description: str
+    system_prompt: str
+    max_prompt_chars: int
+    caller_token_secret: str | None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    kind: str
+    base_url: str
+    models: tuple[str, ...]
+    default_model: str
+    key_secret: str
+    accept_key_in_body: bool
+    timeout_seconds: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    url: str
+
+
+@dataclass(frozen=True)
+class IpfsConfig:
+    api: str
+    cid_version: int
+
+
+@dataclass(frozen=True)
+class ToolConfig:
+    author: str
+    name: str
+    version: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    agent: AgentConfig
+    provider: ProviderConfig
+    gateway: GatewayConfig
+    ipfs: IpfsConfig
+    tool: ToolConfig
+    root: Path = field(compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("root")
+        return data
+
+    def digest(self) -> str:
+        """sha256 of the canonical config: recorded with each deployment."""
+        import json
+
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+
+class _Section:
+    """Reads typed values out of one TOML table, naming `section.key` in every error."""
+
+    def __init__(self, name: str, table: Any, allowed: tuple[str, ...]) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(name, "must be a table, e.g. [" + name + "]")
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"{name}.{unknown[0]}", f"unknown key; allowed keys: {', '.join(allowed)}"
+            )
+        self.name, self.table = name, table
+
+    def key(self, key: str) -> str:
+        return f"{self.name}.{key}"
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        value = self.table.get(key, default)
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(self.key(key), f"must be a {kind.__name__}, got {value!r:.80}")
+        return value
+
+    def text(
+        self, key: str, default: str, pattern: re.Pattern[str] | None = None, hint: str = ""
+    ) -> str:
+        value = self.get(key, str, default)
+        if pattern is not None and not pattern.match(value):
+            raise ConfigError(self.key(key), f"{value!r:.80} is not valid; {hint}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.get(key, int, default)
+        if not low <= value <= high:
+            raise ConfigError(self.key(key), f"{value} is out of range; allowed: {low} to {high}")
+        return value
+
+    def choice(self, key: str, default: Any, choices: tuple[Any, ...]) -> Any:
+        value = self.table.get(key, default)
+        if value not in choices or isinstance(value, bool):
+            allowed = ", ".join(repr(c) for c in choices)
+            raise ConfigError(self.key(key), f"{value!r:.80} is not allowed; allowed: {allowed}")
+        return value
+
+
+def _reject_control_chars(key: str, value: str) -> str:
+    if any(ord(c) < 32 and c not in "\n\t" for c in value):
+        raise ConfigError(key, "contains control characters")
+    return value
+
+
+def _agent(t: _Section) -> AgentConfig:
+    token = t.get("caller_token_secret", str, "")
+    if token and not _JS_IDENT.match(token):
+        raise ConfigError(t.key("caller_token_secret"), f"{token!r:.80} must be an identifier")
+    return AgentConfig(
+        name=t.text("name", "", _AGENT_NAME, "use 2-64 lowercase letters, digits and '-'"),
+        description=_reject_control_chars(t.key("description"), t.get("description", str, "")),
+        system_prompt=t.get("system_prompt", str, "You are a helpful assistant."),
+        max_prompt_chars=t.integer("max_prompt_chars", 8000, 1, 1_000_000),
+        caller_token_secret=token or None,
+    )
+
+
+def _provider(t: _Section) -> ProviderConfig:
+    kind = t.choice("kind", "openai", PROVIDER_KINDS)
+    models = t.get("models", list, DEFAULT_MODELS[kind])
+    if not models:
+        raise ConfigError(t.key("models"), "must list at least one model")
+    for model in models:
+        if not isinstance(model, str) or not _MODEL.match(model):
+            raise ConfigError(t.key("models"), f"{model!r:.80} is not a valid model name")
+    default_model = t.get("default_model", str, models[0])
+    if default_model not in models:
+        raise ConfigError(
+            t.key("default_model"), f"{default_model!r:.80} is not one of models: {models}"
+        )
+    return ProviderConfig(
+        kind=kind,
+        base_url=t.text("base_url", DEFAULT_BASE_URLS[kind], _HTTP_URL, "use an http(s) URL")
+        .rstrip("/"),
+        models=tuple(models),
+        default_model=default_model,
+        key_secret=t.text("key_secret", DEFAULT_KEY_SECRETS[kind], _JS_IDENT, "use an identifier"),
+        accept_key_in_body=t.get("accept_key_in_body", bool, False),
+        timeout_seconds=t.integer("timeout_seconds", 30, 1, 55),
+        max_tokens=t.integer("max_tokens", 1024, 1, 200_000),
+    )
+
+
+def _tool(t: _Section, agent_name: str) -> ToolConfig:
+    default_name = "tee_" + agent_name.replace("-", "_")
+    return ToolConfig(
+        author=t.text("author", "dev", _PY_IDENT, "use lowercase letters, digits and '_'"),
+        name=t.text("name", default_name, _PY_IDENT, "use lowercase letters, digits and '_'"),
+        version=t.text("version", "0.1.0", _SEMVER, "use MAJOR.MINOR.PATCH"),
+        prefix=t.text("prefix", f"tee-{agent_name}-", _TOOL_PREFIX, "use a-z, 0-9, '-', '_', '.'"),
+    )
+
+
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "agent": ("name", "description", "system_prompt", "max_prompt_chars", "caller_token_secret"),
+    "provider": (
+        "kind", "base_url", "models", "default_model", "key_secret",
+        "accept_key_in_body", "timeout_seconds", "max_tokens",
+    ),
+    "gateway": ("url",),
+    "ipfs": ("api", "cid_version"),
+    "tool": ("author", "name", "version", "prefix"),
+}
+
+
+def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
+    """Validate a parsed TOML document into a `ProjectConfig`."""
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown section; allowed: {', '.join(_SECTIONS)}")
+    if "agent" not in data:
+        raise ConfigError("agent", "missing section [agent]")
+    sections: dict[str, _Section] = {
+        name: _Section(name, data.get(name, {}), keys) for name, keys in _SECTIONS.items()
+    }
+    agent = _agent(sections["agent"])
+    gateway, ipfs = sections["gateway"], sections["ipfs"]
+    api = ipfs.get("api", str, LOCAL_IPFS_API)
+    if not (_MULTIADDR.match(api) or _HTTP_URL.match(api)):
+        raise ConfigError(ipfs.key("api"), f"{api!r:.80} must be a multiaddr or http(s) URL")
+    return ProjectConfig(
+        agent=agent,
+        provider=_provider(sections["provider"]),
+        gateway=GatewayConfig(
+            url=gateway.text("url", LOCAL_GATEWAY, _HTTP_URL, "use an http(s) URL").rstrip("/")
+        ),
+        ipfs=IpfsConfig(api=api, cid_version=ipfs.choice("cid_version", 0, CID_VERSIONS)),
+        tool=_tool(sections["tool"], agent.name),
+        root=root,
+    )
+
+
+def load_config(project_dir: Path | str = ".") -> ProjectConfig:
+    """Load and validate `<project_dir>/agent.toml`."""
+    root = Path(project_dir).resolve()
+    path = root / CONFIG_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            CONFIG_FILE, f"not found in {root}; run `kit init DIR` or pass -C DIR"
+        ) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(CONFIG_FILE, f"is not valid TOML: {exc}") from None
+    return parse_config(data, root)
+
