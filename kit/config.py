@@ -116,6 +116,8 @@ class ProjectConfig:
 
 # --- validation helpers -------------------------------------------------------------------
 
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
+
 
 class _Section:
     """Reads typed values out of one TOML table, naming `section.key` in every error."""
@@ -136,7 +138,8 @@ class _Section:
     def get(self, key: str, kind: type, default: Any) -> Any:
         value = self.table.get(key, default)
         if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            raise ConfigError(self.key(key), f"must be a {kind.__name__}, got {value!r:.80}")
+            expected = _TYPE_NAMES.get(kind, kind.__name__)
+            raise ConfigError(self.key(key), f"must be {expected}, got {value!r:.80}")
         return value
 
     def text(
@@ -155,7 +158,8 @@ class _Section:
 
     def choice(self, key: str, default: Any, choices: tuple[Any, ...]) -> Any:
         value = self.table.get(key, default)
-        if value not in choices or isinstance(value, bool):
+        # `type(...) is` keeps true and 1.0 from passing as 1
+        if not any(type(value) is type(c) and value == c for c in choices):
             allowed = ", ".join(repr(c) for c in choices)
             raise ConfigError(self.key(key), f"{value!r:.80} is not allowed; allowed: {allowed}")
         return value
@@ -171,6 +175,8 @@ def _agent(t: _Section) -> AgentConfig:
     token = t.get("caller_token_secret", str, "")
     if token and not _JS_IDENT.match(token):
         raise ConfigError(t.key("caller_token_secret"), f"{token!r:.80} must be an identifier")
+    if "name" not in t.table:
+        raise ConfigError(t.key("name"), 'missing; add e.g. name = "my-agent" under [agent]')
     return AgentConfig(
         name=t.text("name", "", _AGENT_NAME, "use 2-64 lowercase letters, digits and '-'"),
         description=_reject_control_chars(t.key("description"), t.get("description", str, "")),
@@ -188,6 +194,8 @@ def _provider(t: _Section) -> ProviderConfig:
     for model in models:
         if not isinstance(model, str) or not _MODEL.match(model):
             raise ConfigError(t.key("models"), f"{model!r:.80} is not a valid model name")
+    if len(set(models)) != len(models):
+        raise ConfigError(t.key("models"), "lists a model twice; list each model once")
     default_model = t.get("default_model", str, models[0])
     if default_model not in models:
         raise ConfigError(
@@ -239,13 +247,19 @@ def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
         name: _Section(name, data.get(name, {}), keys) for name, keys in _SECTIONS.items()
     }
     agent = _agent(sections["agent"])
+    provider = _provider(sections["provider"])
+    if agent.caller_token_secret == provider.key_secret:
+        raise ConfigError(
+            "agent.caller_token_secret",
+            "must differ from provider.key_secret: callers must never need the provider key",
+        )
     gateway, ipfs = sections["gateway"], sections["ipfs"]
     api = ipfs.get("api", str, LOCAL_IPFS_API)
     if not (_MULTIADDR.match(api) or _HTTP_URL.match(api)):
         raise ConfigError(ipfs.key("api"), f"{api!r:.80} must be a multiaddr or http(s) URL")
     return ProjectConfig(
         agent=agent,
-        provider=_provider(sections["provider"]),
+        provider=provider,
         gateway=GatewayConfig(
             url=gateway.text("url", LOCAL_GATEWAY, _HTTP_URL, "use an http(s) URL").rstrip("/")
         ),

@@ -1,0 +1,27 @@
+"""`kit call`: invoke the deployed contract through the generated tool, as a mech would."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from kit.cli._common import emit, json_option, project_option
+
+
+@click.command()
+@project_option
+@click.option("--prompt", required=True, help="The prompt to send.")
+@click.option("--model", help="Model (default: provider.default_model).")
+@json_option
+def call(project_dir: Path, prompt: str, model: str | None, as_json: bool) -> None:
+    """Run the generated tool's run() against the deployed CID and print its answer."""
+    from kit.call import call as call_tool
+
+    result = call_tool(project_dir, prompt, model=model)
+    view = {"tool": result.tool, "model": result.model, "answer": result.answer,
+            "ok": result.ok, "seconds": round(result.seconds, 3)}
+    emit(view, as_json, lambda v: f"{v['answer']}\n\n(tool {v['tool']}, {v['seconds']:.2f} s)")
+    if not result.ok:
+        sys.exit(1)

@@ -1,0 +1,84 @@
+"""Rendering of `contract_template/` into the deployable JavaScript contract.
+
+The template is rendered in a sandboxed Jinja2 environment with `StrictUndefined`; configured
+values reach it only through the `js` filter, which emits JSON that is also safe inside JS
+source. Output is deterministic: the same config gives the same bytes on any machine.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from kit.config import ProjectConfig
+from kit.errors import KitError
+from kit.resources import contract_template_dir
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
+TEMPLATE_VERSION = "1.0.0"
+TEMPLATE_FILE = "agent.js.j2"
+SCHEMA_FILE = "schema.json"
+
+# JSON leaves these as they are, but inside JS source they can end a <script> element or (before
+# ES2019) a string literal; NUL is escaped by JSON already and listed for clarity.
+_JS_UNSAFE = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029\0"}
+
+
+def js_literal(value: Any) -> str:
+    """`value` as a JSON text that is also a safe JavaScript expression, with sorted keys."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, indent=2, allow_nan=False)
+    return text.translate(_JS_UNSAFE)
+
+
+def template_environment() -> SandboxedEnvironment:
+    """The sandboxed environment the contract template (and its tests) render in."""
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    environment = SandboxedEnvironment(
+        loader=FileSystemLoader(str(contract_template_dir())),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    environment.filters["js"] = js_literal
+    return environment
+
+
+def load_schema() -> dict[str, Any]:
+    """`contract_template/schema.json`: every template parameter with type, default, description."""
+    path = contract_template_dir() / SCHEMA_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise KitError(f"cannot read {path}: {exc}; reinstall the kit") from None
+
+
+def contract_parameters(config: ProjectConfig) -> dict[str, Any]:
+    """The config values the schema names, nested by section, plus the template version."""
+    values = config.to_dict()
+    parameters: dict[str, Any] = {"template_version": TEMPLATE_VERSION}
+    for parameter in load_schema()["parameters"]:
+        section, key = parameter["name"].split(".")
+        value = values[section][key]
+        parameters.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+    return parameters
+
+
+def render_parameters(parameters: dict[str, Any]) -> bytes:
+    """Render the contract template with `parameters` as its `config` object."""
+    from jinja2 import TemplateError
+
+    try:
+        template = template_environment().get_template(TEMPLATE_FILE)
+        text = template.render(config=parameters)
+    except TemplateError as exc:
+        raise KitError(f"the contract template failed to render: {exc}; reinstall the kit") from None
+    return text.encode("utf-8")
+
+
+def render_contract(config: ProjectConfig) -> bytes:
+    """The contract for `config`, as the bytes written to `dist/agent.js`."""
+    return render_parameters(contract_parameters(config))
