@@ -4,8 +4,9 @@ Kubo's default recipe (REFERENCE section 3): sha2-256, fixed-size chunks, balanc
 most 174 links per node, CIDv0 with dag-pb `File` leaves or CIDv1 with raw leaves, plain
 directories with entries sorted by name, optional wrap-with-directory.
 
-Files are read into one reused buffer and hashed through memoryviews; the builder keeps only the
-current frontier of the DAG (at most 174 links per level), so memory stays flat for any size.
+Files are read with pread into buffers reused per thread and hashed through memoryviews (leaves
+of big files on a few threads: hashlib releases the GIL); the builder keeps only the current
+frontier of the DAG (at most 174 links per level), so memory stays flat for any file size.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import base64
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Union
+from typing import Union
 
 from kit.errors import InputError
 
@@ -23,6 +25,8 @@ DEFAULT_CHUNK_SIZE = 262144
 MAX_CHUNK_SIZE = 1048576  # Kubo refuses larger chunker sizes
 MAX_LINKS = 174
 HAMT_SHARDING_SIZE = 262144  # Kubo's default threshold for switching a directory to a HAMT
+_HASH_THREADS = min(4, os.cpu_count() or 1)
+_PARALLEL_FROM_CHUNKS = 4  # below this, starting threads costs more than it saves
 
 DAG_PB = 0x70
 RAW = 0x55
@@ -40,7 +44,7 @@ IncludeFilter = Callable[[Path], bool]
 class DagNode:
     """One built block as its parent links to it: CID bytes, cumulative DAG size, file bytes."""
 
-    __slots__ = ("cid", "tsize", "filesize")
+    __slots__ = ("cid", "filesize", "tsize")
 
     def __init__(self, cid: bytes, tsize: int, filesize: int) -> None:
         self.cid = cid
@@ -51,7 +55,7 @@ class DagNode:
 class DagParams:
     """How blocks are built: CID version, leaf kind and chunk size (Kubo's `ipfs add` options)."""
 
-    __slots__ = ("version", "raw_leaves", "chunk_size")
+    __slots__ = ("chunk_size", "raw_leaves", "version")
 
     def __init__(
         self, version: int = 0, raw_leaves: bool | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -175,7 +179,7 @@ def _pb_leaf(params: DagParams, chunk: memoryview) -> DagNode:
 
 
 class _BalancedFile:
-    """Kubo's balanced layout, built bottom-up while chunks stream in.
+    """Kubo's balanced layout, built bottom-up while leaves stream in.
 
     `levels[i]` holds the finished nodes of depth i not yet linked by a parent; a level is
     folded into one parent as soon as it holds MAX_LINKS nodes, so only the frontier is kept.
@@ -185,13 +189,9 @@ class _BalancedFile:
         self._params = params
         self._levels: list[list[DagNode]] = [[]]
 
-    def add_chunk(self, chunk: memoryview) -> None:
-        params = self._params
-        leaf = _raw_leaf(chunk) if params.raw_leaves else _pb_leaf(params, chunk)
-        self._push(0, leaf)
-
-    def _push(self, depth: int, node: DagNode) -> None:
+    def add_leaf(self, leaf: DagNode) -> None:
         levels = self._levels
+        depth, node = 0, leaf
         while True:
             if depth == len(levels):
                 levels.append([])
@@ -226,36 +226,71 @@ class _BalancedFile:
         return _pb_block(self._params, _field_bytes(0x0A, _unixfs_data(_FILE, filesize=0)), 0, 0)
 
 
-def _file_chunks(path: Path, chunk_size: int) -> Iterator[memoryview]:
-    """Full-size chunks from one reused buffer (the last may be short); each view is valid only
-    until the next one is requested."""
-    buffer = bytearray(chunk_size)
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while True:
-            filled = 0
-            while filled < chunk_size:
-                count = handle.readinto(view[filled:])
-                if not count:
-                    break
-                filled += count
-            if not filled:
-                return
-            yield view[:filled]
-            if filled < chunk_size:
-                return
+def _leaf_maker(params: DagParams) -> Callable[[memoryview], DagNode]:
+    if params.raw_leaves:
+        return _raw_leaf
+    return lambda chunk: _pb_leaf(params, chunk)
 
 
-def _bytes_chunks(data: bytes, chunk_size: int) -> Iterator[memoryview]:
-    view = memoryview(data)
-    for start in range(0, len(view), chunk_size):
-        yield view[start:start + chunk_size]
+def _bytes_dag(data: bytes, params: DagParams) -> DagNode:
+    builder, make_leaf, view = _BalancedFile(params), _leaf_maker(params), memoryview(data)
+    for start in range(0, len(view), params.chunk_size):
+        builder.add_leaf(make_leaf(view[start:start + params.chunk_size]))
+    return builder.root()
 
 
-def _file_dag(chunks: Iterable[memoryview], params: DagParams) -> DagNode:
+def _read_exactly(fd: int, view: memoryview, offset: int) -> None:
+    filled = 0
+    while filled < len(view):
+        count = os.preadv(fd, [view[filled:]], offset + filled)
+        if not count:
+            raise InputError("a file shrank while it was being hashed; hash it again when it is "
+                             "no longer being written")
+        filled += count
+
+
+def _leaf_reader(fd: int, size: int, params: DagParams) -> Callable[[int], DagNode]:
+    """The leaf at a file offset, read with pread into a buffer reused by the calling thread."""
+    from threading import local
+
+    chunk_size, make_leaf, buffers = params.chunk_size, _leaf_maker(params), local()
+
+    def leaf_at(offset: int) -> DagNode:
+        if not hasattr(buffers, "view"):
+            buffers.view = memoryview(bytearray(chunk_size))
+        view = buffers.view[:min(chunk_size, size - offset)]
+        _read_exactly(fd, view, offset)
+        return make_leaf(view)
+
+    return leaf_at
+
+
+def _in_threads(leaf_at: Callable[[int], DagNode], offsets: range) -> Iterator[DagNode]:
+    """Leaves in order, hashed on a few threads (hashlib releases the GIL) with a bounded
+    window in flight, so memory stays at a few chunks whatever the file size."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    with ThreadPoolExecutor(_HASH_THREADS) as pool:
+        pending: deque[Future[DagNode]] = deque()
+        for offset in offsets:
+            pending.append(pool.submit(leaf_at, offset))
+            if len(pending) > 2 * _HASH_THREADS:
+                yield pending.popleft().result()
+        for future in pending:
+            yield future.result()
+
+
+def _file_dag(path: Path, params: DagParams) -> DagNode:
     builder = _BalancedFile(params)
-    for chunk in chunks:
-        builder.add_chunk(chunk)
+    with open(path, "rb", buffering=0) as handle:
+        fd = handle.fileno()
+        size = os.fstat(fd).st_size
+        leaf_at = _leaf_reader(fd, size, params)
+        offsets = range(0, size, params.chunk_size)
+        parallel = _HASH_THREADS > 1 and len(offsets) >= _PARALLEL_FROM_CHUNKS
+        for leaf in _in_threads(leaf_at, offsets) if parallel else map(leaf_at, offsets):
+            builder.add_leaf(leaf)
     return builder.root()
 
 
@@ -288,7 +323,7 @@ def _tree_node(path: Path, params: DagParams, include: IncludeFilter, *, top: bo
     if stat.S_ISLNK(mode):
         return _symlink_node(path, params)
     if stat.S_ISREG(mode):
-        return _file_dag(_file_chunks(path, params.chunk_size), params)
+        return _file_dag(path, params)
     if stat.S_ISDIR(mode):
         children = [
             (os.fsencode(child.name), _tree_node(child, params, include, top=False))
@@ -324,7 +359,7 @@ def bytes_cid(data: bytes, *, version: int = 0, raw_leaves: bool | None = None,
               chunk_size: int = DEFAULT_CHUNK_SIZE, wrap_name: str | None = None) -> str:
     """The CID `ipfs add` gives `data` (wrapped in a directory under `wrap_name` if given)."""
     params = DagParams(version, raw_leaves, chunk_size)
-    node = _file_dag(_bytes_chunks(data, params.chunk_size), params)
+    node = _bytes_dag(data, params)
     if wrap_name is not None:
         if not wrap_name or "/" in wrap_name:
             raise InputError(f"wrap name {wrap_name!r} must be a non-empty name without '/'")
@@ -356,7 +391,10 @@ def path_cid(path: StrPath, *, version: int = 0, raw_leaves: bool | None = None,
     def accepts(entry: Path) -> bool:
         return (hidden or _is_visible(entry)) and (include is None or include(entry))
 
-    node = _tree_node(path, params, accepts, top=True)
+    try:
+        node = _tree_node(path, params, accepts, top=True)
+    except OSError as exc:
+        raise InputError(f"{exc.filename}: {exc.strerror}; check that it is readable") from None
     if wrap:
         node = _wrapped(_wrap_name(path), node, params)
     return _cid_text(node.cid)

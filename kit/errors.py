@@ -24,7 +24,8 @@ class ConfigError(InputError):
 
     def __init__(self, key: str, problem: str) -> None:
         self.key = key
-        super().__init__(f"agent.toml: {key}: {problem}")
+        where = key if key == "agent.toml" else f"agent.toml: {key}"
+        super().__init__(f"{where}: {problem}")
 
 
 class ExternalError(KitError):

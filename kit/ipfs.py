@@ -11,6 +11,7 @@ Every call carries a timeout: in offline mode js-ipfs hangs on a CID it does not
 from __future__ import annotations
 
 import io
+import warnings
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -27,6 +28,11 @@ DEFAULT_TIMEOUT = 30.0
 def normalise_cid(cid: str) -> str:
     """CIDv0 as is, CIDv1 in base32: the form two CIDs are compared in."""
     return cid if cid_version_of(cid) == 0 else to_cidv1_base32(cid)
+
+
+def same_content(cid: str, cids: set[str]) -> bool:
+    """Whether `cids` holds `cid` in any form (Qm... and its bafybei... are one pin)."""
+    return to_cidv1_base32(cid) in {to_cidv1_base32(other) for other in cids}
 
 
 def _as_multiaddr(api: str) -> str:
@@ -61,7 +67,10 @@ class IpfsClient:
         from ipfshttpclient import exceptions as ipfs_errors
 
         try:
-            yield
+            with warnings.catch_warnings():
+                # ipfshttpclient passes urllib3 an argument it deprecates; not the user's concern
+                warnings.simplefilter("ignore", FutureWarning)
+                yield
         except ipfs_errors.TimeoutError:
             raise NodeUnavailable(
                 f"the IPFS node at {self.api} did not answer {what} within {self.timeout:g}s; "
@@ -80,11 +89,11 @@ class IpfsClient:
         """Add `data` as one file with Kubo's recipe for `cid_version`; the CID the node gives."""
         stream = io.BytesIO(data)
         stream.name = name  # the multipart part's filename (each part gets a Content-Type)
-        opts: dict[str, Any] = {"cid-version": cid_version, "raw-leaves": cid_version == 1}
-        if cid_version == 1:
-            opts["cid-base"] = "base32"
+        # add() writes its own raw-leaves/cid-version over `opts`: pass those as arguments.
+        opts = {"cid-base": "base32"} if cid_version == 1 else {}
         with self._calling("add"):
-            answer = self._rpc().add(stream, pin=pin, opts=opts)
+            answer = self._rpc().add(stream, pin=pin, cid_version=cid_version,
+                                     raw_leaves=cid_version == 1, opts=opts)
         return normalise_cid(_single(answer)["Hash"])
 
     def cat(self, cid: str, *, timeout: float | None = None) -> bytes:
@@ -106,7 +115,8 @@ class IpfsClient:
         return {normalise_cid(cid) for cid in answer["Keys"]}
 
     def is_pinned(self, cid: str) -> bool:
-        return normalise_cid(cid) in self.pins()
+        """Pinned under this CID or another one with the same multihash and codec."""
+        return same_content(cid, self.pins())
 
     def gateway_url(self) -> str:
         """The node's own HTTP gateway, read from its config (0.0.0.0 becomes 127.0.0.1)."""
@@ -118,7 +128,9 @@ class IpfsClient:
         if isinstance(gateway, list):
             gateway = gateway[0] if gateway else None
         if not gateway:
-            raise NodeUnavailable(f"the IPFS node at {self.api} has no HTTP gateway; pass --gateway")
+            raise NodeUnavailable(
+                f"the IPFS node at {self.api} has no HTTP gateway; pass --gateway URL"
+            )
         return multiaddr_to_url(gateway).replace("0.0.0.0", "127.0.0.1")
 
     def is_up(self) -> bool:

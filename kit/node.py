@@ -228,7 +228,9 @@ def _init_repo(repo: Path, init_argv: list[str], timeout: float) -> None:
             capture_output=True, text=True, timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:
-        raise NodeUnavailable(f"`ipfs init` in {repo} did not finish within {timeout:.0f}s") from None
+        raise NodeUnavailable(
+            f"`ipfs init` in {repo} did not finish within {timeout:.0f}s; see if the disk is full"
+        ) from None
     if done.returncode != 0:
         raise NodeUnavailable(
             f"`ipfs init` in {repo} failed: {(done.stderr or done.stdout).strip()[-500:]}; "

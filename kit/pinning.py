@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 PINNING_TOKEN_ENV = "KIT_PINNING_TOKEN"
 PINATA_TOKEN_ENV = "PINATA_JWT"
 PINATA_API = "https://api.pinata.cloud"
+PINATA_GATEWAY = "https://gateway.pinata.cloud"
 PINATA_PREFIX = "pinata+"  # `pinata+http://127.0.0.1:PORT` selects Pinata at another address
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER = 10.0
@@ -39,6 +40,7 @@ class Pinned:
 
 class Pinner(Protocol):
     name: str
+    gateway: str | None  # where the pinned content is served; None: the node's own gateway
 
     def pin(self, data: bytes, cid: str, filename: str, cid_version: int) -> Pinned: ...
 
@@ -54,14 +56,17 @@ class NodePinner:
     """`add --pin` on the node: the node's own chunking gives the CID."""
 
     name = "node"
+    gateway = None
 
     def __init__(self, client: IpfsClient) -> None:
         self.client = client
 
     def pin(self, data: bytes, cid: str, filename: str, cid_version: int) -> Pinned:
+        from kit.ipfs import same_content
+
         before = self.client.pins()
         returned = self.client.add_bytes(data, cid_version=cid_version, name=filename)
-        return Pinned(returned, created=returned not in before)
+        return Pinned(returned, created=not same_content(returned, before))
 
     def unpin(self, cid: str) -> None:
         self.client.unpin(cid)
@@ -95,11 +100,15 @@ class _Remote:
                 time.sleep(_delay(response, attempt))
         raise PinningError(self._gave_up(method, path, response))
 
-    def _send(self, method: str, path: str, attempt: int, **kwargs: Any) -> requests.Response | None:
+    def _send(
+        self, method: str, path: str, attempt: int, **kwargs: Any
+    ) -> requests.Response | None:
         import requests
 
         try:
-            return self._session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+            return self._session.request(
+                method, self.base_url + path, timeout=self.timeout, **kwargs
+            )
         except requests.Timeout:
             if attempt == MAX_ATTEMPTS:
                 raise PinningError(
@@ -181,6 +190,7 @@ class PinningServicePinner:
     and polls `GET /pins/{requestid}` until `pinned` or `failed`, within `poll_timeout`."""
 
     name = "pinning-service"
+    gateway = None  # the bytes were added to the node as well
 
     def __init__(self, base_url: str, node: IpfsClient, *, token: str | None = None,
                  timeout: float = 30.0, poll_timeout: float = POLL_TIMEOUT) -> None:
@@ -248,7 +258,8 @@ class PinataPinner:
     name = "pinata"
 
     def __init__(self, base_url: str = PINATA_API, *, token: str | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, gateway: str | None = PINATA_GATEWAY) -> None:
+        self.gateway = gateway
         self.remote = _Remote(base_url, token or _token(PINATA_TOKEN_ENV, PINNING_TOKEN_ENV),
                               "Pinata", timeout)
 
@@ -284,13 +295,15 @@ def _normalised(cid: str, service: str) -> str:
 
 
 def make_pinner(spec: str | None, node: IpfsClient) -> Pinner:
-    """None: the node; `pinata` or `pinata+URL`: Pinata; an http(s) URL: a Pinning Service API."""
+    """None: the node; `pinata` or `pinata+URL`: Pinata; an http(s) URL: a Pinning Service API.
+
+    Pinata at another URL (`pinata+URL`) has no known gateway: pass one to deploy."""
     if spec is None:
         return NodePinner(node)
     if spec == "pinata":
         return PinataPinner()
     if spec.startswith(PINATA_PREFIX + "http"):
-        return PinataPinner(spec[len(PINATA_PREFIX):])
+        return PinataPinner(spec[len(PINATA_PREFIX):], gateway=None)
     if spec.startswith(("http://", "https://")):
         return PinningServicePinner(spec, node)
     raise InputError(

@@ -102,9 +102,10 @@ def _settings(name: str, provider: str, overrides: dict[str, Any]) -> dict[str, 
         raise InputError(f"unknown init option {unknown[0]!r}; known: {', '.join(OVERRIDES)}")
     settings: dict[str, dict[str, Any]] = {"agent": {"name": name}, "provider": {"kind": provider}}
     for option, value in overrides.items():
-        if value is not None:
-            section, key = OVERRIDES[option]
-            settings.setdefault(section, {})[key] = value
+        if value is None:
+            continue
+        section, key = OVERRIDES[option]
+        settings.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
     return settings
 
 
@@ -118,7 +119,8 @@ def _merge_gitignore(path: Path, scaffold: str) -> str | None:
     """The existing .gitignore plus the scaffold's missing lines (None when nothing is missing)."""
     existing = path.read_text(encoding="utf-8")
     present = {line.strip() for line in existing.splitlines()}
-    missing = [line for line in scaffold.splitlines() if line.strip() and line.strip() not in present]
+    wanted = [line for line in scaffold.splitlines() if line.strip()]
+    missing = [line for line in wanted if line.strip() not in present]
     if not missing:
         return None
     return existing.rstrip("\n") + "\n" + "\n".join(missing) + "\n"

@@ -25,7 +25,8 @@ HISTORY = "history.json"
 class Deployment:
     cid: str
     cid_version: int
-    gateway_url: str
+    gateway_url: str  # the gateway that runs the contract (agent.toml gateway.url)
+    verified_via: str  # the IPFS gateway the bytes were fetched back through
     artifact: str  # relative to the project, e.g. dist/agent.js
     size: int
     config_sha256: str
@@ -62,7 +63,9 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         return None
     except ValueError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc}); restore it from version control") from None
+        raise InputError(
+            f"{path} is not valid JSON ({exc}); restore it from version control"
+        ) from None
 
 
 def records_dir(project_dir: Path) -> Path:

@@ -43,8 +43,16 @@ def template_environment() -> SandboxedEnvironment:
         autoescape=False,
         keep_trailing_newline=True,
     )
-    environment.filters["js"] = js_literal
+    environment.filters["js"] = _js_filter
     return environment
+
+
+def _js_filter(value: Any) -> str:
+    from jinja2 import Undefined
+
+    if isinstance(value, Undefined):  # a filter receives undefined values instead of failing
+        value._fail_with_undefined_error()
+    return js_literal(value)
 
 
 def load_schema() -> dict[str, Any]:
@@ -75,7 +83,8 @@ def render_parameters(parameters: dict[str, Any]) -> bytes:
         template = template_environment().get_template(TEMPLATE_FILE)
         text = template.render(config=parameters)
     except TemplateError as exc:
-        raise KitError(f"the contract template failed to render: {exc}; reinstall the kit") from None
+        problem = f"the contract template failed to render ({exc}); reinstall the kit"
+        raise KitError(problem) from None
     return text.encode("utf-8")
 
 

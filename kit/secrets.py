@@ -62,12 +62,6 @@ def load_binding(project_dir: Path) -> VaultBinding | None:
         raise InputError(f"{path} is corrupt; run `kit secrets set` again") from None
 
 
-def binding_is_stale(project_dir: Path, cid: str) -> bool:
-    """True when secrets were set for another CID: the gateway ignores them for this one."""
-    binding = load_binding(project_dir)
-    return binding is not None and binding.cid != cid
-
-
 def set_secrets(
     project_dir: Path, values: dict[str, str], *, gateway_url: str | None = None
 ) -> VaultBinding:

@@ -1,0 +1,213 @@
+"""Per-invocation cost of the local runtime and throughput of the local gateway, beside the
+baseline of one `node` process per invocation running the same contract file.
+
+    .venv/bin/python benchmarks/bench_runtime.py [--invocations 300] [--node-runs 20]
+                                                 [--seconds 5] [--max-requests 3000]
+
+1. Runtime: `kit.runtime.invoke` (a fresh QuickJS context each call) p50/p99 for an echo
+   contract and for the built template contract answering GET /info (no network).
+2. Baseline: `node` started once per invocation on the same file with a tiny gen-1 harness.
+3. Gateway: POST /ipfs/<cid> through the local gateway to the template contract, which calls
+   the stand-in LLM on loopback, at 1, 8 and 32 concurrent keep-alive clients; each level is
+   bounded by --seconds and --max-requests. Every answer is checked (status 200 and the
+   stand-in's answer), so a fast wrong answer cannot count.
+
+Targets: runtime p50 <= 5 ms, gateway >= 300 requests/s, >= 10x faster than node per
+invocation. Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ECHO = """
+async function main(raw) {
+  const request = JSON.parse(raw);
+  return JSON.stringify({ status: 200, body: JSON.stringify(request),
+                          headers: { "content-type": "application/json" } });
+}
+main.apply(null, globalThis.scriptArgs).then((out) => { globalThis.scriptOutput = out; });
+"""
+
+# The gen-1 entry convention in Node: request in scriptArgs[0], answer read at exit.
+NODE_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+globalThis.scriptArgs = [fs.readFileSync(0, "utf8")];
+vm.runInThisContext(fs.readFileSync(process.argv[1], "utf8"));
+process.on("beforeExit", () => {
+  if (globalThis.__done) return;
+  globalThis.__done = true;
+  process.stdout.write(String(globalThis.scriptOutput));
+});
+"""
+
+TARGET_RUNTIME_P50_MS = 5.0
+TARGET_GATEWAY_RPS = 300.0
+TARGET_VS_NODE = 10.0
+CONCURRENCY_LEVELS = (1, 8, 32)
+API_KEY = "mock-llm-key"
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def time_runtime(code: str, request: dict, count: int) -> list[float]:
+    from kit.runtime import invoke
+
+    worker_key = bytes(range(32))
+    first = invoke(code, request, worker_key=worker_key)
+    assert first.status == 200, first.body
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        answer = invoke(code, request, worker_key=worker_key)
+        samples.append((time.perf_counter() - started) * 1000.0)
+        assert answer.status == 200, answer.body
+    return samples
+
+
+def time_node(path: Path, request: dict, count: int) -> list[float]:
+    node = shutil.which("node")
+    if node is None:
+        raise SystemExit("node is required for the baseline")
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        done = subprocess.run([node, "-e", NODE_HARNESS, str(path)], input=json.dumps(request),
+                              capture_output=True, text=True, check=True, timeout=60)
+        samples.append((time.perf_counter() - started) * 1000.0)
+        assert json.loads(done.stdout).get("status", 200) == 200, done.stdout
+    return samples
+
+
+def make_project(root: Path, base_url: str) -> Path:
+    from kit.project import build_project, init_project
+
+    project = root / "bench-agent"
+    init_project(project, name="bench-agent", provider="openai", base_url=base_url,
+                 models=["model-a"], key_secret="llmKey")
+    build_project(project)
+    return project
+
+
+def drive_gateway(url: str, clients: int, seconds: float, max_requests: int) -> dict:
+    import requests
+
+    prompt = "benchmark prompt"
+    expected = "stand-in answer: " + hashlib.sha256(prompt.encode()).hexdigest()[:16]
+    deadline = time.perf_counter() + seconds
+    budget = threading.Semaphore(max_requests)
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        with requests.Session() as session:
+            while time.perf_counter() < deadline and budget.acquire(blocking=False):
+                started = time.perf_counter()
+                answer = session.post(url, json={"prompt": prompt}, timeout=30)
+                latencies.append((time.perf_counter() - started) * 1000.0)
+                if answer.status_code != 200 or answer.json().get("message") != expected:
+                    failures.append(f"{answer.status_code} {answer.text[:120]}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        for future in [pool.submit(client) for _ in range(clients)]:
+            future.result()
+    elapsed = time.perf_counter() - started
+    return {"clients": clients, "requests": len(latencies), "rps": len(latencies) / elapsed,
+            "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99),
+            "failures": failures}
+
+
+def bench_gateway(root: Path, args: argparse.Namespace) -> list[dict]:
+    import requests
+
+    from kit.cid import file_cid
+    from kit.gateway import LocalGateway
+    from kit.mock_llm import MockLLM
+
+    llm = MockLLM(api_key=API_KEY)
+    llm_url = llm.start()
+    project = make_project(root / "gateway", llm_url)
+    gateway = LocalGateway(project, vault_path=root / "vault.json", worker_key=bytes(range(32)),
+                           max_concurrency=32)
+    try:
+        base = gateway.start()
+        cid = file_cid(project / "dist" / "agent.js")
+        key = requests.post(f"{base}/vaults", json={"cid": cid, "data": {"llmKey": API_KEY}},
+                            timeout=10).json()["key"]
+        url = f"{base}/ipfs/{cid}?key={key}"
+        drive_gateway(url, 1, 0.5, 20)  # warm-up: code cache, connections
+        return [drive_gateway(url, level, args.seconds, args.max_requests)
+                for level in CONCURRENCY_LEVELS]
+    finally:
+        gateway.stop()
+        llm.stop()
+
+
+def summary(name: str, samples: list[float]) -> str:
+    return (f"{name:<34} p50 {percentile(samples, 0.5):7.2f} ms   "
+            f"p99 {percentile(samples, 0.99):7.2f} ms   (n={len(samples)})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invocations", type=int, default=300)
+    parser.add_argument("--node-runs", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--max-requests", type=int, default=3000)
+    args = parser.parse_args()
+    from kit.runtime import make_request
+
+    missed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        echo_path = root / "echo.js"
+        echo_path.write_text(ECHO)
+        template_path = make_project(root / "runtime", "http://127.0.0.1:9/v1") / "dist/agent.js"
+        cases = {
+            "echo": (echo_path, make_request("POST", "/ipfs/QmBench", [("a", "1")],
+                                             {"content-type": "application/json"}, "{}")),
+            "template GET /info": (template_path, make_request("GET", "/ipfs/QmBench/info")),
+        }
+        print("runtime: one fresh QuickJS context per invocation, vs one node process each")
+        for name, (path, request) in cases.items():
+            ours = time_runtime(path.read_text(), request, args.invocations)
+            theirs = time_node(path, request, args.node_runs)
+            ratio = percentile(theirs, 0.5) / percentile(ours, 0.5)
+            print(summary(f"kit runtime, {name}", ours))
+            print(summary(f"node per invocation, {name}", theirs))
+            print(f"  -> {ratio:.1f}x faster than node per invocation (target >= {TARGET_VS_NODE:g}x)")
+            if percentile(ours, 0.5) > TARGET_RUNTIME_P50_MS:
+                missed.append(f"runtime p50 for {name}")
+            if ratio < TARGET_VS_NODE:
+                missed.append(f"ratio vs node for {name}")
+        print("\ngateway: POST /ipfs/<cid> -> template contract -> stand-in LLM (loopback)")
+        for level in bench_gateway(root, args):
+            print(f"{level['clients']:>3} clients: {level['rps']:7.1f} req/s   "
+                  f"p50 {level['p50']:7.2f} ms   p99 {level['p99']:7.2f} ms   "
+                  f"({level['requests']} requests, {len(level['failures'])} failed)")
+            if level["failures"]:
+                print(f"  first failure: {level['failures'][0]}")
+                missed.append(f"failures at {level['clients']} clients")
+            if level["clients"] > 1 and level["rps"] < TARGET_GATEWAY_RPS:
+                missed.append(f"gateway throughput at {level['clients']} clients")
+    print("\ntargets: " + ("all met" if not missed else "MISSED: " + ", ".join(missed)))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,458 @@
+"""The local gateway: the Phala gateway's protocol on 127.0.0.1 (REFERENCE section 1).
+
+- `ANY /ipfs/<cid>[/sub/path]?...` loads the contract by CID (the IPFS node first, then the
+  project's `dist/agent.js`), re-hashes the bytes and refuses any that do not hash to the CID,
+  serializes the request (gen-1), runs it in `kit.runtime` and answers what the contract answered.
+- `POST /vaults`, `GET /vaults/<key>/<token>`: the vault (`kit.vault`).
+- `GET /logs/all/ipfs/<cid>[?format=json|text&limit=N&requestId=ID]`: recent invocation logs,
+  newest first, with the full request URL as the real gateway logs it (so anything in a query
+  string is public) and the contract's console lines; never request bodies or vault data.
+
+Choices where the real gateway differs or is not published: the real one routes every method to
+the contract; the gen-1 request only defines GET, POST, PUT and PATCH, so other methods get a
+405 here instead of reaching a contract that cannot name them. Gateway errors are JSON
+`{"error": {"code", "message"}}` (the real gateway answers plain text) so tools can read them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from kit.errors import CidMismatch, InputError, KitError
+
+if TYPE_CHECKING:
+    from kit.runtime import Limits
+
+MAX_BODY_BYTES = 1 << 20
+CODE_CACHE_ENTRIES = 64
+LOG_RECORDS_PER_CID = 500
+IPFS_LOOKUP_TIMEOUT = 3.0
+QUEUE_TIMEOUT = 10.0
+SOCKET_TIMEOUT = 30.0
+ARTIFACT = Path("dist") / "agent.js"
+CONTRACT_METHODS = ("GET", "POST", "PUT", "PATCH")
+_HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive", "upgrade"}
+_LOG_LEVELS = {"log": "INFO", "info": "INFO", "debug": "INFO", "warn": "WARN", "error": "ERROR"}
+
+
+class CodeNotFound(KitError):
+    """No source holds code for the CID."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(status: int, value: Any, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(value).encode(), {"content-type": "application/json",
+                                                      **(headers or {})})
+
+
+def error_reply(status: int, code: str, message: str) -> Reply:
+    return json_reply(status, {"error": {"code": code, "message": message}})
+
+
+# ---- code by CID ---------------------------------------------------------------------------------
+
+
+def hashes_to(data: bytes, cid: str) -> bool:
+    """Whether `data` added with Kubo's recipe for the CID's version gives that CID."""
+    from kit.cid import bytes_cid, cid_version_of, to_cidv1_base32
+
+    computed = bytes_cid(data, version=cid_version_of(cid))
+    return to_cidv1_base32(computed) == to_cidv1_base32(cid)
+
+
+class CodeStore:
+    """Verified contract code by CID, from the IPFS node then the project build, LRU-cached."""
+
+    def __init__(self, project_dir: Path | None, ipfs_api: str | None,
+                 ipfs_timeout: float = IPFS_LOOKUP_TIMEOUT) -> None:
+        self.project_dir, self.ipfs_api, self.ipfs_timeout = project_dir, ipfs_api, ipfs_timeout
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, cid: str) -> str:
+        with self._lock:
+            if cid in self._cache:
+                self._cache.move_to_end(cid)
+                return self._cache[cid]
+        code = self._fetch_verified(cid)
+        with self._lock:
+            self._cache[cid] = code
+            while len(self._cache) > CODE_CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return code
+
+    def _fetch_verified(self, cid: str) -> str:
+        for where, fetch in (("the IPFS node", self._from_ipfs), ("the project build",
+                                                                  self._from_project)):
+            data = fetch(cid)
+            if data is None:
+                continue
+            if not hashes_to(data, cid):
+                raise CidMismatch(f"{where} returned {len(data)} bytes for {cid} that do not hash "
+                                  "to that CID; refusing to run them")
+            return data.decode("utf-8", "replace")
+        raise CodeNotFound(f"no code for {cid}: not on the IPFS node "
+                           f"({self.ipfs_api or 'none configured'}) and not the project's build; "
+                           "run `kit build` or `kit deploy`")
+
+    def _from_ipfs(self, cid: str) -> bytes | None:
+        if not self.ipfs_api:
+            return None
+        from kit.ipfs import IpfsClient
+
+        try:
+            return IpfsClient(self.ipfs_api, timeout=self.ipfs_timeout).cat(cid)
+        except KitError:
+            return None  # a node that is down or lacks the CID is one source fewer
+
+    def _from_project(self, cid: str) -> bytes | None:
+        if self.project_dir is None:
+            return None
+        path = self.project_dir / ARTIFACT
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        # another build of the project is "not found here", not a mismatch
+        return data if hashes_to(data, cid) else None
+
+
+# ---- invocation logs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    script_id: str
+    request_id: str
+    level: str
+    message: str
+    created_at: str
+
+
+class InvocationLogs:
+    """A bounded ring buffer of log records per CID."""
+
+    def __init__(self, per_cid: int = LOG_RECORDS_PER_CID) -> None:
+        self.per_cid = per_cid
+        self._records: dict[str, deque[LogRecord]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, cid: str, request_id: str, lines: list[tuple[str, str]]) -> None:
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        records = [LogRecord(f"ipfs/{cid}", request_id, level, message, now)
+                   for level, message in lines]
+        with self._lock:
+            buffer = self._records.setdefault(cid, deque(maxlen=self.per_cid))
+            buffer.extend(records)
+
+    def recent(self, cid: str, *, limit: int, request_id: str | None = None) -> list[LogRecord]:
+        with self._lock:
+            records = list(self._records.get(cid, ()))
+        matching = [r for r in reversed(records) if request_id in (None, r.request_id)]
+        return matching[:limit]
+
+
+def console_lines(logs: list[str]) -> list[tuple[str, str]]:
+    """The runtime's "[level] text" entries as (LEVEL, text)."""
+    lines = []
+    for entry in logs:
+        level, _, text = entry.partition("] ")
+        if entry.startswith("[") and level[1:] in _LOG_LEVELS:
+            lines.append((_LOG_LEVELS[level[1:]], text))
+        else:
+            lines.append(("INFO", entry))
+    return lines
+
+
+# ---- the gateway ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    method: str
+    target: str  # path and query exactly as sent
+    headers: list[tuple[str, str]]
+    body: bytes | None
+
+
+class LocalGateway:
+    """Serves the gateway protocol; `start()` in a background thread or `serve_forever()`."""
+
+    def __init__(
+        self,
+        project_dir: Path | None = None,
+        *,
+        ipfs_api: str | None = None,
+        vault_path: Path,
+        limits: Limits | None = None,
+        max_concurrency: int = 8,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        worker_key: bytes | None = None,
+        queue_timeout: float = QUEUE_TIMEOUT,
+        ipfs_timeout: float = IPFS_LOOKUP_TIMEOUT,
+        on_request: Callable[[str, str, int, float], None] | None = None,
+    ) -> None:
+        from kit.runtime import Limits
+        from kit.vault import Vault
+
+        self.code = CodeStore(project_dir, ipfs_api, ipfs_timeout)
+        self.vault = Vault(vault_path)
+        self.logs = InvocationLogs()
+        self.limits = limits or Limits()
+        self.host, self.port = host, port
+        self.worker_key, self.queue_timeout = worker_key, queue_timeout
+        self.on_request = on_request
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the gateway is not started; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _bind(self) -> None:
+        handler = type("GatewayHandler", (_Handler,), {"gateway": self})
+        try:
+            self._server = _Server((self.host, self.port), handler)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
+                             "choose another --port") from None
+
+    def start(self) -> str:
+        """Bind and serve in a daemon thread; the base URL."""
+        self._bind()
+        assert self._server is not None
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+                                        name="kit-gateway", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (binds first if not started)."""
+        if self._server is None:
+            self._bind()
+        assert self._server is not None
+        try:
+            self._server.serve_forever()
+        finally:
+            self._server.server_close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- routing --
+
+    def handle(self, request: IncomingRequest) -> Reply:
+        path = urlsplit(request.target).path
+        parts = path.split("/")
+        if len(parts) >= 3 and parts[1] == "ipfs":
+            return self._contract(request, parts[2])
+        if path == "/vaults":
+            return self._store_secret(request) if request.method == "POST" else \
+                error_reply(405, "method_not_allowed", "use POST /vaults")
+        if len(parts) == 4 and parts[1] == "vaults" and request.method == "GET":
+            return self._read_secret(parts[2], parts[3])
+        if len(parts) == 5 and parts[1:4] == ["logs", "all", "ipfs"] and request.method == "GET":
+            return self._logs(parts[4], request.target)
+        return error_reply(404, "not_found", "routes: /ipfs/<cid>[/path], POST /vaults, "
+                                             "GET /vaults/<key>/<token>, GET /logs/all/ipfs/<cid>")
+
+    # -- /ipfs --
+
+    def _contract(self, request: IncomingRequest, cid: str) -> Reply:
+        from kit.cid import is_valid_cid
+
+        if request.method not in CONTRACT_METHODS:
+            return error_reply(405, "method_not_allowed",
+                               f"contracts take {', '.join(CONTRACT_METHODS)}")
+        if not is_valid_cid(cid):
+            return error_reply(400, "invalid_cid", f"{cid[:100]!r} is not a valid CID")
+        try:
+            code = self.code.load(cid)
+        except CodeNotFound as exc:
+            return error_reply(404, "not_found", str(exc))
+        except CidMismatch as exc:
+            return error_reply(502, "cid_mismatch", str(exc))
+        if not self._slots.acquire(timeout=self.queue_timeout):
+            return error_reply(503, "busy", "every contract slot is busy; retry shortly")
+        try:
+            return self._run(request, cid, code)
+        finally:
+            self._slots.release()
+
+    def _run(self, request: IncomingRequest, cid: str, code: str) -> Reply:
+        from kit.runtime import invoke, make_request
+
+        split = urlsplit(request.target)
+        query_pairs = parse_qsl(split.query, keep_blank_values=True)
+        key = next((value for name, value in query_pairs if name == "key"), None)
+        serialized = make_request(request.method, split.path, query_pairs, request.headers,
+                                  request.body, self.vault.secret_for(cid, key))
+        request_id = uuid.uuid4().hex
+        result = invoke(code, serialized, limits=self.limits, worker_key=self.worker_key)
+        lines = [("REPORT", f"START Request: {request.method} {request.target}")]
+        lines += console_lines(result.logs)
+        if result.error:
+            lines.append(("ERROR", result.error))
+        lines.append(("REPORT", f"END Request: Duration: {result.duration_ms:.0f}ms"))
+        self.logs.add(cid, request_id, lines)
+        headers = {name: value for name, value in result.headers.items()
+                   if name.lower() not in _HOP_BY_HOP and _safe_header(name, value)}
+        headers["x-request-id"] = request_id
+        return Reply(result.status, result.body.encode("utf-8"), headers)
+
+    # -- /vaults and /logs --
+
+    def _store_secret(self, request: IncomingRequest) -> Reply:
+        try:
+            document = json.loads(request.body or b"")
+        except ValueError:
+            return error_reply(400, "invalid_json", 'send {"cid": "<cid>", "data": {...}}')
+        if not isinstance(document, dict):
+            return error_reply(400, "invalid_json", 'send {"cid": "<cid>", "data": {...}}')
+        try:
+            entry = self.vault.store(document.get("cid"), document.get("data"))
+        except InputError as exc:
+            return error_reply(400, "invalid_vault_request", str(exc))
+        return json_reply(200, {"token": entry.token, "key": entry.key, "succeed": True})
+
+    def _read_secret(self, key: str, token: str) -> Reply:
+        from kit.vault import VaultKeyUnknown, VaultTokenRejected
+
+        try:
+            data = self.vault.read(key, token)
+        except VaultKeyUnknown as exc:
+            return json_reply(404, {"error": {"code": "not_found", "message": str(exc)},
+                                    "succeed": False})
+        except VaultTokenRejected as exc:
+            return json_reply(403, {"error": {"code": "forbidden", "message": str(exc)},
+                                    "succeed": False})
+        return json_reply(200, {"data": data, "succeed": True})
+
+    def _logs(self, cid: str, target: str) -> Reply:
+        options = dict(parse_qsl(urlsplit(target).query))
+        try:
+            limit = min(max(int(options.get("limit", "100")), 1), 100)
+        except ValueError:
+            return error_reply(400, "invalid_limit", "limit must be an integer from 1 to 100")
+        records = self.logs.recent(cid, limit=limit, request_id=options.get("requestId"))
+        if options.get("format") == "json":
+            return json_reply(200, [asdict(record) for record in records])
+        text = "".join(f"{r.created_at} [{r.request_id}] [{r.level}] {r.message}\n"
+                       for r in records)
+        return Reply(200, text.encode("utf-8"), {"content-type": "text/plain; charset=utf-8"})
+
+
+def _safe_header(name: str, value: str) -> bool:
+    """A contract's header must not split the response (CR/LF) or be an invalid name."""
+    return bool(name) and all(c.isalnum() or c in "-_" for c in name) and not any(
+        c in value for c in "\r\n\0"
+    )
+
+
+def redacted_path(target: str) -> str:
+    """The path for an access log: no query string, no vault token."""
+    path = urlsplit(target).path
+    parts = path.split("/")
+    if len(parts) == 4 and parts[1] == "vaults":
+        return f"/vaults/{parts[2]}/<token>"
+    return path
+
+
+# ---- HTTP plumbing -------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that vanishes or stalls mid-request is routine, not a traceback."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class _BadBody(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kit-local-gateway"
+    sys_version = ""
+    timeout = SOCKET_TIMEOUT
+    gateway: LocalGateway  # set on the subclass made per gateway
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silent: the library never prints; see LocalGateway(on_request=...)."""
+
+    def _read_body(self) -> bytes | None:
+        if self.headers.get("Transfer-Encoding"):
+            raise _BadBody(error_reply(411, "length_required", "send a Content-Length body"))
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            return None
+        if not (declared.isascii() and declared.isdigit()):
+            raise _BadBody(error_reply(400, "invalid_content_length", "bad Content-Length"))
+        if int(declared) > MAX_BODY_BYTES:
+            raise _BadBody(error_reply(413, "body_too_large",
+                                       f"bodies are limited to {MAX_BODY_BYTES} bytes"))
+        return self.rfile.read(int(declared))
+
+    def _dispatch(self) -> None:
+        started = time.monotonic()
+        try:
+            body = self._read_body()
+            reply = self.gateway.handle(IncomingRequest(
+                self.command, self.path, list(self.headers.items()), body))
+        except _BadBody as bad:
+            self.close_connection = True  # the unread body would be taken for the next request
+            reply = bad.reply
+        except Exception as exc:  # the gateway keeps serving whatever one request does
+            reply = error_reply(500, "gateway_error", "the local gateway failed on this request "
+                                f"({type(exc).__name__}); see `kit dev` output and report it")
+        self._send(reply)
+        if self.gateway.on_request is not None:
+            elapsed = (time.monotonic() - started) * 1000.0
+            self.gateway.on_request(self.command, redacted_path(self.path), reply.status, elapsed)
+
+    def _send(self, reply: Reply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        no_body = self.command == "HEAD" or reply.status in (204, 304) or reply.status < 200
+        self.send_header("Content-Length", "0" if no_body else str(len(reply.body)))
+        self.end_headers()
+        if not no_body:
+            self.wfile.write(reply.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _dispatch

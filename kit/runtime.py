@@ -1,0 +1,623 @@
+"""The local WapoJS-faithful runtime: run a gen-1 agent contract once in a fresh QuickJS context.
+
+Protocol (REFERENCE section 1): the serialized request goes in `scriptArgs[0]`; the contract's
+`scriptOutput` (a JSON string `{"status", "body", "headers"}`) is mapped to the HTTP answer the
+gateway would give. Every contract fault (throw, time, memory, stack, bad output) becomes a 500
+with a JSON error body; `invoke` never raises for them and the host process survives them.
+
+Choices where the real worker's behaviour is not published:
+- The event loop runs until nothing more can happen (no pending job, timer or fetch), as WapoJS
+  does before reading the output, or until the time limit. A promise that never settles with
+  nothing pending therefore ends the run at once, not after 60 s, and because no output was set
+  it is a 500 `no_output` (the real gateway's answer for a missing output is not published; a
+  wrong guess here fails loudly instead of answering an empty 200).
+- If the time limit expires after `scriptOutput` was set (a leftover interval), the output wins.
+- Synchronous code is stopped by QuickJS's interrupt handler, which counts process CPU time:
+  under concurrent invocations it can trip earlier than the wall-clock limit, never later.
+
+The `quickjs` binding refuses calls into Python while its time limit is set, but it installs the
+interrupt handler when a call starts with the limit set and leaves it in place when the call ends
+with the limit cleared. `_TimeLimitArmer` uses exactly that: the context starts one spinning call
+with the limit set, a helper thread clears the flag, and from then on the handler keeps counting
+from that start for every later call while host functions work.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import heapq
+import hmac
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from kit.errors import InputError
+
+GEN1_METHODS = ("GET", "POST", "PATCH", "PUT")
+BODY_METHODS = ("POST", "PATCH", "PUT")
+HASH_ALGORITHMS = ("sha256", "keccak256", "blake2b128", "blake2b256", "blake2b512")
+WORKER_KEY_BYTES = 32
+
+_STACK_BYTES = 1024 * 1024
+_MAX_LOG_ENTRIES = 1000
+_MAX_LOG_ENTRY_CHARS = 8192
+_MAX_CONCURRENT_FETCHES = 32
+_MAX_FETCH_BODY_BYTES = 32 * 2**20
+_DERIVE_SECRET_TAG = b"kit/wapo/deriveSecret\x00"
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    time_seconds: float = 60.0
+    memory_bytes: int = 100 * 2**20
+    fetch_timeout: float = 30.0
+
+
+@dataclass
+class Invocation:
+    """The contract's answer, already mapped as the gateway maps it."""
+
+    status: int
+    headers: dict[str, str]
+    body: str
+    logs: list[str]
+    error: str | None
+    duration_ms: float
+
+
+# ---- the serialized request ------------------------------------------------------------------
+
+
+def make_request(
+    method: str,
+    path: str,
+    query_pairs: Iterable[tuple[str, str]] = (),
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+    body: str | bytes | None = None,
+    secret: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The gen-1 serialized request: queries as arrays (order kept, `key` included), header names
+    lowercased (repeats joined with ", "), body only for POST/PATCH/PUT, secret when given."""
+    verb = method.upper()
+    if verb not in GEN1_METHODS:
+        raise InputError(f"method {method!r} is not part of the gen-1 protocol; use one of "
+                         f"{', '.join(GEN1_METHODS)}")
+    if not path.startswith("/"):
+        raise InputError(f"path {path!r} must start with '/', e.g. /ipfs/<cid>")
+    queries: dict[str, list[str]] = {}
+    for name, value in query_pairs:
+        queries.setdefault(name, []).append(value)
+    merged: dict[str, str] = {}
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in pairs:
+        key = name.lower()
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    request: dict[str, Any] = {"method": verb, "path": path, "queries": queries, "headers": merged}
+    if verb in BODY_METHODS:
+        raw = body if body is not None else ""
+        request["body"] = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if secret is not None:
+        request["secret"] = dict(secret)
+    return request
+
+
+# ---- the worker key and the Wapo crypto --------------------------------------------------------
+
+
+def worker_key_path() -> Path:
+    """Where the local worker key lives: the user's data directory, never the project."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "agent-contract-kit" / "worker.key"
+
+
+_key_lock = threading.Lock()
+
+
+def default_worker_key() -> bytes:
+    """The local worker key (32 random bytes, hex in a 0600 file), created on first use."""
+    path = worker_key_path()
+    with _key_lock:
+        return _load_or_create_key(path)
+
+
+@lru_cache(maxsize=4)
+def _load_or_create_key(path: Path) -> bytes:
+    from kit.fsutil import write_private
+
+    if path.exists():
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except ValueError:
+            key = b""
+        if len(key) != WORKER_KEY_BYTES:
+            raise InputError(f"worker key file {path} is corrupt; delete it to create a new one "
+                             "(secrets derived with Wapo.deriveSecret will change)")
+        return key
+    key = os.urandom(WORKER_KEY_BYTES)
+    write_private(path, key.hex() + "\n")
+    return key
+
+
+def derive_secret(worker_key: bytes, code: str, salt: bytes) -> bytes:
+    """Wapo.deriveSecret: 64 bytes bound to the worker key and to sha256 of the contract code."""
+    code_hash = hashlib.sha256(code.encode("utf-8")).digest()
+    return hmac.new(worker_key, _DERIVE_SECRET_TAG + code_hash + salt, hashlib.sha512).digest()
+
+
+def wapo_hash(algorithm: str, data: bytes) -> bytes:
+    """Wapo.hash: the digests WapoJS offers."""
+    if algorithm == "sha256":
+        return hashlib.sha256(data).digest()
+    if algorithm == "keccak256":
+        from Crypto.Hash import keccak
+
+        return keccak.new(digest_bits=256, data=data).digest()
+    sizes = {"blake2b128": 16, "blake2b256": 32, "blake2b512": 64}
+    if algorithm in sizes:
+        return hashlib.blake2b(data, digest_size=sizes[algorithm]).digest()
+    raise _ContractError(f"unsupported hash algorithm {algorithm!r}; use one of "
+                         f"{', '.join(HASH_ALGORITHMS)}")
+
+
+_WYP = (0xA0761D6478BD642F, 0xE7037ED1A0B428DB, 0x8EBC6AF09C88C6E3, 0x589965CC75374CC3)
+_U64 = (1 << 64) - 1
+
+
+def _wymum(a: int, b: int) -> tuple[int, int]:
+    product = a * b
+    return product & _U64, product >> 64
+
+
+def _wymix(a: int, b: int) -> int:
+    low, high = _wymum(a, b)
+    return low ^ high
+
+
+def _r4(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at:at + 4], "little")
+
+
+def _r8(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at:at + 8], "little")
+
+
+def wyhash64(data: bytes, seed: int = 0) -> int:
+    """wyhash "final 4" with the default secret, as the wyhash_final4 crate WapoJS uses."""
+    s, n = _WYP, len(data)
+    seed = (seed & _U64) ^ _wymix((seed & _U64) ^ s[0], s[1])
+    if n <= 16:
+        if n >= 4:
+            q = (n >> 3) << 2
+            a = (_r4(data, 0) << 32) | _r4(data, q)
+            b = (_r4(data, n - 4) << 32) | _r4(data, n - 4 - q)
+        else:
+            a = (data[0] << 16) | (data[n >> 1] << 8) | data[n - 1] if n else 0
+            b = 0
+    else:
+        p, left = 0, n
+        if left > 48:
+            see1 = see2 = seed
+            while True:
+                seed = _wymix(_r8(data, p) ^ s[1], _r8(data, p + 8) ^ seed)
+                see1 = _wymix(_r8(data, p + 16) ^ s[2], _r8(data, p + 24) ^ see1)
+                see2 = _wymix(_r8(data, p + 32) ^ s[3], _r8(data, p + 40) ^ see2)
+                p, left = p + 48, left - 48
+                if left <= 48:
+                    break
+            seed ^= see1 ^ see2
+        while left > 16:
+            seed = _wymix(_r8(data, p) ^ s[1], _r8(data, p + 8) ^ seed)
+            p, left = p + 16, left - 16
+        a, b = _r8(data, p + left - 16), _r8(data, p + left - 8)
+    a, b = _wymum(a ^ s[1], b ^ seed)
+    return _wymix(a ^ s[0] ^ n, b ^ s[1])
+
+
+def _signing_key(worker_key: bytes) -> Any:
+    from Crypto.PublicKey import ECC
+
+    return ECC.construct(curve="ed25519", seed=worker_key)
+
+
+def worker_public_key(worker_key: bytes) -> bytes:
+    """Wapo.workerPublicKey: the Ed25519 public key whose seed is the worker key."""
+    return _signing_key(worker_key).public_key().export_key(format="raw")
+
+
+def worker_sign(worker_key: bytes, message: bytes) -> bytes:
+    """Wapo.workerSign: an RFC 8032 Ed25519 signature by the worker key."""
+    from Crypto.Signature import eddsa
+
+    return eddsa.new(_signing_key(worker_key), "rfc8032").sign(message)
+
+
+# ---- one invocation ----------------------------------------------------------------------------
+
+
+class _ContractError(Exception):
+    """A host function refusing the contract's call: thrown into JavaScript, not a fault."""
+
+    def __init__(self, message: str, js_type: str = "Error") -> None:
+        super().__init__(message)
+        self.js_type = js_type
+
+
+class _Fault(Exception):
+    """The invocation failed as a whole: becomes a 500 JSON answer."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_ARM_SPIN = "(function () { let failed = 0; for (;;) { try { __kit_ping(); return failed; } " \
+            "catch (e) { failed++; } } })()"
+_ARM_ATTEMPTS = 50
+_ARM_HANDOVER_SECONDS = 0.0002
+
+
+class _TimeLimitArmer:
+    """Installs a context's interrupt handler for good (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _clear_flags(self) -> None:
+        while True:
+            ctx = self._requests.get()
+            # Give the requesting thread time to enter its spinning call with the flag set.
+            time.sleep(_ARM_HANDOVER_SECONDS)
+            ctx.set_time_limit(-1)
+            del ctx
+
+    def arm(self, ctx: Any, seconds: float) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._clear_flags, name="kit-js-armer",
+                                                daemon=True)
+                self._thread.start()
+        ctx.add_callable("__kit_ping", lambda: True)
+        for _ in range(_ARM_ATTEMPTS):
+            ctx.set_time_limit(seconds)
+            self._requests.put(ctx)
+            # A failed ping proves the flag was still set after the call began, so the handler
+            # is installed; a first ping that succeeds means the helper won the race: retry.
+            if ctx.eval(_ARM_SPIN) > 0:
+                ctx.eval("delete globalThis.__kit_ping;")
+                return
+        raise RuntimeError("could not arm the QuickJS time limit")
+
+
+_armer = _TimeLimitArmer()
+
+
+@lru_cache(maxsize=1)
+def _prelude() -> str:
+    return (Path(__file__).with_name("runtime_prelude.js")).read_text(encoding="utf-8")
+
+
+@dataclass
+class _Loop:
+    """Host-side event sources: the timer heap and the in-flight fetches."""
+
+    timer_heap: list[tuple[float, int, int]] = field(default_factory=list)
+    timers: dict[int, float] = field(default_factory=dict)
+    fetches: set[int] = field(default_factory=set)
+    done: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    seq: int = 0
+
+    def add_timer(self, timer_id: int, due: float) -> None:
+        self.seq += 1
+        self.timers[timer_id] = due
+        heapq.heappush(self.timer_heap, (due, self.seq, timer_id))
+
+    def next_due(self) -> float | None:
+        while self.timer_heap:
+            due, _, timer_id = self.timer_heap[0]
+            if self.timers.get(timer_id) == due:
+                return due
+            heapq.heappop(self.timer_heap)
+        return None
+
+    def pop_due(self, now: float) -> int | None:
+        due = self.next_due()
+        if due is None or due > now:
+            return None
+        _, _, timer_id = heapq.heappop(self.timer_heap)
+        del self.timers[timer_id]
+        return timer_id
+
+    def idle(self) -> bool:
+        return not self.timers and not self.fetches
+
+
+class _Session:
+    """One fresh QuickJS context, its host functions and its event loop. Single-threaded: the
+    context is created, driven and dropped by the calling thread; fetch threads only hand
+    results over through a queue."""
+
+    def __init__(self, code: str, limits: Limits, worker_key: bytes) -> None:
+        self.code, self.limits, self.worker_key = code, limits, worker_key
+        self.started = time.monotonic()
+        self.deadline = self.started + limits.time_seconds
+        self.cpu_deadline = time.process_time() + limits.time_seconds
+        self.logs: list[str] = []
+        self.loop = _Loop()
+        self.ops: dict[str, Callable[..., Any]] = {
+            "log": self._log, "now": self._now, "timer": self._set_timer,
+            "untimer": self._clear_timer, "fetch": self._start_fetch, "unfetch": self._cancel_fetch,
+            "deriveSecret": self._derive_secret, "hash": self._hash,
+            "nonCryptographicHash": self._nc_hash, "workerPublicKey": self._public_key,
+            "workerSign": self._sign,
+        }
+
+    # -- driving the context --
+
+    def run(self, request_json: str) -> str | None:
+        import quickjs
+
+        ctx = quickjs.Context()
+        ctx.set_memory_limit(self.limits.memory_bytes)
+        ctx.set_max_stack_size(_STACK_BYTES)
+        self.cpu_deadline = time.process_time() + self.limits.time_seconds
+        self._guard(ctx, _armer.arm, ctx, self.limits.time_seconds)
+        ctx.add_callable("__kit_host", self._host)
+        self._guard(ctx, ctx.eval, f"globalThis.scriptArgs = [{json.dumps(request_json)}];")
+        self._guard(ctx, ctx.eval, _prelude())
+        events, read_output = ctx.get("__kit_events"), ctx.get("__kit_read_output")
+        ctx.eval("delete globalThis.__kit_events; delete globalThis.__kit_read_output;"
+                 "delete globalThis.__kit_host;")
+        last_value = self._guard(ctx, ctx.eval, self.code)
+        if not self._drive(ctx, events):
+            return self._read_output(ctx, read_output, last_value)
+        timeout = _Fault("timeout", f"time limit of {self.limits.time_seconds:g} s exceeded "
+                                    "before the contract set scriptOutput")
+        try:
+            output = self._read_output(ctx, read_output, last_value)
+        except _Fault:
+            raise timeout from None
+        if output is None:
+            raise timeout
+        self._append_log("warn", "time limit reached after scriptOutput was set; "
+                                 "pending timers or fetches were dropped")
+        return output
+
+    def _remaining(self) -> float:
+        return min(self.deadline - time.monotonic(), self.cpu_deadline - time.process_time())
+
+    def _guard(self, ctx: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call into JavaScript (the armed interrupt handler bounds it); classify what escapes."""
+        import quickjs
+
+        try:
+            return fn(*args)
+        except quickjs.StackOverflow:
+            raise _Fault("stack_overflow", "maximum call stack size exceeded") from None
+        except quickjs.JSException as exc:
+            raise self._classify(str(exc)) from None
+
+    def _classify(self, text: str) -> _Fault:
+        first = text.splitlines()[0] if text else ""
+        if "interrupted" in first:
+            return _Fault("timeout", f"time limit of {self.limits.time_seconds:g} s exceeded")
+        if "stack overflow" in first:
+            return _Fault("stack_overflow", "maximum call stack size exceeded")
+        # An exhausted heap cannot even build the error's message: QuickJS hands back none.
+        if "out of memory" in first or first in ("", "null") or first.startswith("(Failed"):
+            return _Fault("memory_limit", f"memory limit of {self.limits.memory_bytes} bytes "
+                                          "exceeded")
+        self._append_log("error", f"Uncaught {text}")
+        return _Fault("uncaught_exception", first[:500])
+
+    def _drive(self, ctx: Any, events: Any) -> bool:
+        """Run jobs, timers and fetch completions until idle (False) or out of time (True)."""
+        while True:
+            if not self._run_jobs(ctx):
+                return True
+            now = time.monotonic()
+            timer_id = self.loop.pop_due(now)
+            if timer_id is not None:
+                self._guard(ctx, events, "timer", timer_id, "")
+                continue
+            if self.loop.idle():
+                return False
+            next_due = self.loop.next_due()
+            wait = min(self.deadline, next_due if next_due is not None else self.deadline) - now
+            if self._remaining() <= 0:
+                return True
+            try:
+                fetch_id, result = self.loop.done.get(timeout=max(wait, 0))
+            except queue.Empty:
+                continue
+            if fetch_id in self.loop.fetches:
+                self.loop.fetches.discard(fetch_id)
+                self._guard(ctx, events, "fetch", fetch_id, json.dumps(result))
+
+    def _run_jobs(self, ctx: Any) -> bool:
+        """Drain the promise job queue; False once the deadline has passed."""
+        while True:
+            if self._remaining() <= 0:
+                return False
+            if not self._guard(ctx, ctx.execute_pending_job):
+                return True
+
+    def _read_output(self, ctx: Any, read_output: Any, last_value: Any) -> str | None:
+        found = json.loads(self._guard(ctx, read_output))
+        if found["kind"] == "undefined":
+            return last_value if isinstance(last_value, str) else None
+        return found["value"]
+
+    # -- host functions: called from JavaScript, must never raise --
+
+    def _host(self, op: str, args_json: str) -> str:
+        try:
+            return json.dumps({"v": self.ops[op](*json.loads(args_json))})
+        except _ContractError as exc:
+            return json.dumps({"e": str(exc), "t": exc.js_type})
+        except Exception as exc:  # a host bug must reach the contract as an error, not a crash
+            return json.dumps({"e": f"internal error in host function {op}: {type(exc).__name__}"})
+
+    def _append_log(self, level: str, text: str) -> None:
+        if len(self.logs) < _MAX_LOG_ENTRIES:
+            if len(text) > _MAX_LOG_ENTRY_CHARS:
+                text = text[:_MAX_LOG_ENTRY_CHARS] + f"... ({len(text)} chars)"
+            self.logs.append(f"[{level}] {text}")
+        elif len(self.logs) == _MAX_LOG_ENTRIES:
+            self.logs.append(f"[warn] log limit of {_MAX_LOG_ENTRIES} entries reached; "
+                             "later entries were dropped")
+
+    def _log(self, level: str, text: str) -> None:
+        self._append_log(level, text)
+
+    def _now(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0
+
+    def _set_timer(self, timer_id: int, delay_ms: float) -> None:
+        self.loop.add_timer(timer_id, time.monotonic() + max(delay_ms, 0) / 1000.0)
+
+    def _clear_timer(self, timer_id: int) -> None:
+        self.loop.timers.pop(timer_id, None)
+
+    def _start_fetch(self, fetch_id: int, spec: dict[str, Any]) -> None:
+        if not str(spec.get("url", "")).startswith(("http://", "https://")):
+            raise _ContractError(f"fetch supports http and https URLs only, not {spec.get('url')!r}",
+                                 "TypeError")
+        if len(self.loop.fetches) >= _MAX_CONCURRENT_FETCHES:
+            raise _ContractError(f"too many concurrent fetches (limit {_MAX_CONCURRENT_FETCHES})",
+                                 "TypeError")
+        timeout = max(min(self.limits.fetch_timeout, self._remaining()), 0.001)
+        self.loop.fetches.add(fetch_id)
+        done = self.loop.done
+        threading.Thread(
+            target=lambda: done.put((fetch_id, _perform_fetch(spec, timeout))),
+            name=f"kit-fetch-{fetch_id}", daemon=True,
+        ).start()
+
+    def _cancel_fetch(self, fetch_id: int) -> None:
+        self.loop.fetches.discard(fetch_id)
+
+    def _derive_secret(self, salt_hex: str) -> str:
+        return derive_secret(self.worker_key, self.code, bytes.fromhex(salt_hex)).hex()
+
+    def _hash(self, algorithm: str, data_hex: str) -> str:
+        return wapo_hash(algorithm, bytes.fromhex(data_hex)).hex()
+
+    def _nc_hash(self, algorithm: str, data_hex: str) -> str:
+        if algorithm != "wyhash64":
+            raise _ContractError(f"unsupported non-cryptographic hash {algorithm!r}; use 'wyhash64'")
+        return wyhash64(bytes.fromhex(data_hex)).to_bytes(8, "little").hex()
+
+    def _public_key(self) -> str:
+        return worker_public_key(self.worker_key).hex()
+
+    def _sign(self, message_hex: str) -> str:
+        return worker_sign(self.worker_key, bytes.fromhex(message_hex)).hex()
+
+
+def _perform_fetch(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One HTTP request for the contract's fetch; every failure becomes {"error": ...}."""
+    import requests
+
+    body = spec["text"].encode("utf-8") if "text" in spec else (
+        base64.b64decode(spec["b64"]) if "b64" in spec else None)
+    try:
+        with requests.request(spec["method"], spec["url"], headers=dict(spec["headers"]),
+                              data=body, timeout=timeout, stream=True) as response:
+            content = _read_capped(response)
+            answer: dict[str, Any] = {
+                "status": response.status_code, "statusText": response.reason or "",
+                "headers": [[k.lower(), v] for k, v in response.headers.items()],
+                "url": response.url, "redirected": bool(response.history),
+            }
+    except requests.Timeout:
+        return {"error": f"fetch failed: no answer within {timeout:.1f} s"}
+    except requests.RequestException as exc:
+        return {"error": f"fetch failed: {type(exc).__name__}"}
+    except _ContractError as exc:
+        return {"error": str(exc)}
+    try:
+        answer["text"] = content.decode("utf-8")
+    except UnicodeDecodeError:
+        answer["b64"] = base64.b64encode(content).decode("ascii")
+    return answer
+
+
+def _read_capped(response: Any) -> bytes:
+    chunks, total = [], 0
+    for chunk in response.iter_content(65536):
+        total += len(chunk)
+        if total > _MAX_FETCH_BODY_BYTES:
+            raise _ContractError(f"fetch failed: response body over {_MAX_FETCH_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# ---- output mapping ----------------------------------------------------------------------------
+
+
+def _fault_answer(code: str, message: str) -> tuple[int, dict[str, str], str, str]:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return 500, dict(_JSON_HEADERS), body, f"{code}: {message}"
+
+
+def map_output(output: str | None) -> tuple[int, dict[str, str], str, str | None]:
+    """The gateway's mapping of scriptOutput to (status, headers, body, error)."""
+    if output is None:
+        return _fault_answer("no_output", "the contract finished without setting scriptOutput "
+                                          "(a promise that never settles?)")
+    if output == "":
+        return 200, {}, "", None
+    try:
+        data = json.loads(output)
+    except ValueError:
+        return _fault_answer("invalid_output", f"scriptOutput is not JSON: {output[:200]!r}")
+    if not isinstance(data, dict):
+        return _fault_answer("invalid_output", "scriptOutput must be a JSON object "
+                                               '{"status", "body", "headers"}')
+    if data.get("success") is False:
+        return 500, dict(_JSON_HEADERS), output, f"contract_error: {str(data.get('error'))[:500]}"
+    return _checked_response(data)
+
+
+def _checked_response(data: dict[str, Any]) -> tuple[int, dict[str, str], str, str | None]:
+    status, body, headers = data.get("status", 200), data.get("body", ""), data.get("headers", {})
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return _fault_answer("invalid_output", f"status must be an integer 100-599, got {status!r:.80}")
+    if not isinstance(body, str):
+        return _fault_answer("invalid_output", f"body must be a string, got {type(body).__name__}")
+    if not isinstance(headers, dict) or not all(
+        isinstance(v, str) for v in headers.values()
+    ):
+        return _fault_answer("invalid_output", "headers must be an object of string values")
+    return status, dict(headers), body, None
+
+
+def invoke(
+    code: str,
+    request: dict[str, Any],
+    *,
+    limits: Limits = Limits(),
+    worker_key: bytes | None = None,
+) -> Invocation:
+    """Run `code` once on the serialized `request` in a fresh context and map its output."""
+    key = default_worker_key() if worker_key is None else worker_key
+    if len(key) != WORKER_KEY_BYTES:
+        raise InputError(f"worker key must be {WORKER_KEY_BYTES} bytes, got {len(key)}")
+    session = _Session(code, limits, key)
+    try:
+        status, headers, body, error = map_output(session.run(json.dumps(request)))
+    except _Fault as fault:
+        status, headers, body, error = _fault_answer(fault.code, fault.message)
+    duration_ms = (time.monotonic() - session.started) * 1000.0
+    return Invocation(status, headers, body, session.logs, error, duration_ms)
