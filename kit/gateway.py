@@ -17,6 +17,7 @@ the contract; the gen-1 request only defines GET, POST, PUT and PATCH, so other 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -390,6 +391,7 @@ def redacted_path(target: str) -> str:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the default of 5 refuses connections under modest load
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that vanishes or stalls mid-request is routine, not a traceback."""
@@ -409,11 +411,24 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "kit-local-gateway"
     sys_version = ""
+    default_request_version = "HTTP/1.0"  # so that errors on junk still carry a status line
     timeout = SOCKET_TIMEOUT
     gateway: LocalGateway  # set on the subclass made per gateway
 
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out in separate writes: without this, Nagle's algorithm and the
+        # peer's delayed ACK add about 40 ms to every keep-alive answer
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silent: the library never prints; see LocalGateway(on_request=...)."""
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """The standard library's answer to an unparsable request, as JSON."""
+        self.close_connection = True
+        self._send(error_reply(code, "bad_request", message or "malformed HTTP request"))
 
     def _read_body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from kit.cid import cid_version_of, to_cidv1_base32
@@ -94,6 +95,14 @@ class IpfsClient:
         with self._calling("add"):
             answer = self._rpc().add(stream, pin=pin, cid_version=cid_version,
                                      raw_leaves=cid_version == 1, opts=opts)
+        return normalise_cid(_single(answer)["Hash"])
+
+    def add_directory(self, path: Path, *, wrap: bool = True) -> str:
+        """`ipfs add -r [-w] PATH` with Kubo's CIDv0 recipe, pinned; the root CID the node gives."""
+        with self._calling("add -r"):
+            answer = self._rpc().add(str(path), recursive=True, wrap_with_directory=wrap,
+                                     pin=True, cid_version=0)
+        # one entry per file and directory, the root last (named "" when wrapped)
         return normalise_cid(_single(answer)["Hash"])
 
     def cat(self, cid: str, *, timeout: float | None = None) -> bytes:

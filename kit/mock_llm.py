@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -150,11 +151,22 @@ _ROUTES = {
 }
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default of 5 refuses connections under modest load
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "kit-mock-llm/stand-in"
     sys_version = ""
     protocol_version = "HTTP/1.1"
     mock: MockLLM  # set on the subclass made per server
+
+    def setup(self) -> None:
+        super().setup()
+        # headers and body go out in separate writes: without this, Nagle's algorithm and the
+        # peer's delayed ACK add about 40 ms to every keep-alive answer
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Quiet: the recorded requests are the log."""
@@ -213,7 +225,7 @@ class MockLLM:
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -229,11 +241,10 @@ class MockLLM:
 
         handler = type("MockLLMHandler", (_Handler,), {"mock": self})
         try:
-            self._server = ThreadingHTTPServer((self.host, self.port), handler)
+            self._server = _Server((self.host, self.port), handler)
         except OSError as exc:
             raise InputError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
                              "choose another --port") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), name="kit-mock-llm", daemon=True
         )

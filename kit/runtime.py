@@ -17,9 +17,8 @@ Choices where the real worker's behaviour is not published:
 
 The `quickjs` binding refuses calls into Python while its time limit is set, but it installs the
 interrupt handler when a call starts with the limit set and leaves it in place when the call ends
-with the limit cleared. `_TimeLimitArmer` uses exactly that: the context starts one spinning call
-with the limit set, a helper thread clears the flag, and from then on the handler keeps counting
-from that start for every later call while host functions work.
+with the limit cleared. `_arm_time_limit` uses exactly that, within one call and one thread, so
+the handler then bounds every later call (counting from the arming) while host functions work.
 """
 
 from __future__ import annotations
@@ -259,47 +258,32 @@ class _Fault(Exception):
         self.message = message
 
 
-_ARM_SPIN = "(function () { let failed = 0; for (;;) { try { __kit_ping(); return failed; } " \
-            "catch (e) { failed++; } } })()"
-_ARM_ATTEMPTS = 50
-_ARM_HANDOVER_SECONDS = 0.0002
+class _Disarm:
+    """Clears the binding's time-limit flag when QuickJS frees the function wrapping it."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def __call__(self) -> None:
+        return None
+
+    def __del__(self) -> None:
+        self.ctx.set_time_limit(-1)
+        self.ctx = None
 
 
-class _TimeLimitArmer:
-    """Installs a context's interrupt handler for good (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def _clear_flags(self) -> None:
-        while True:
-            ctx = self._requests.get()
-            # Give the requesting thread time to enter its spinning call with the flag set.
-            time.sleep(_ARM_HANDOVER_SECONDS)
-            ctx.set_time_limit(-1)
-            del ctx
-
-    def arm(self, ctx: Any, seconds: float) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._clear_flags, name="kit-js-armer",
-                                                daemon=True)
-                self._thread.start()
-        ctx.add_callable("__kit_ping", lambda: True)
-        for _ in range(_ARM_ATTEMPTS):
-            ctx.set_time_limit(seconds)
-            self._requests.put(ctx)
-            # A failed ping proves the flag was still set after the call began, so the handler
-            # is installed; a first ping that succeeds means the helper won the race: retry.
-            if ctx.eval(_ARM_SPIN) > 0:
-                ctx.eval("delete globalThis.__kit_ping;")
-                return
-        raise RuntimeError("could not arm the QuickJS time limit")
-
-
-_armer = _TimeLimitArmer()
+def _arm_time_limit(ctx: Any, seconds: float) -> None:
+    """Install the interrupt handler for good (see the module docstring): the call starts with
+    the limit set, and deleting the only reference to `__kit_disarm` runs its finalizer inside
+    that same call, clearing the flag so the call's end leaves the handler in place."""
+    ctx.set_time_limit(seconds)
+    ctx.add_callable("__kit_disarm", _Disarm(ctx))
+    ctx.eval("delete globalThis.__kit_disarm;")
+    ctx.add_callable("__kit_probe", lambda: True)
+    if not ctx.eval("(() => { try { return __kit_probe(); } catch (e) { return false; } })()"):
+        raise RuntimeError("the quickjs binding no longer allows arming its time limit this way; "
+                           "install the quickjs version pinned in pyproject.toml")
+    ctx.eval("delete globalThis.__kit_probe;")
 
 
 @lru_cache(maxsize=1)
@@ -370,8 +354,7 @@ class _Session:
         ctx = quickjs.Context()
         ctx.set_memory_limit(self.limits.memory_bytes)
         ctx.set_max_stack_size(_STACK_BYTES)
-        self.cpu_deadline = time.process_time() + self.limits.time_seconds
-        self._guard(ctx, _armer.arm, ctx, self.limits.time_seconds)
+        _arm_time_limit(ctx, self.limits.time_seconds)
         ctx.add_callable("__kit_host", self._host)
         self._guard(ctx, ctx.eval, f"globalThis.scriptArgs = [{json.dumps(request_json)}];")
         self._guard(ctx, ctx.eval, _prelude())
@@ -405,16 +388,19 @@ class _Session:
         except quickjs.StackOverflow:
             raise _Fault("stack_overflow", "maximum call stack size exceeded") from None
         except quickjs.JSException as exc:
-            raise self._classify(str(exc)) from None
+            raise self._classify(str(exc), ctx) from None
 
-    def _classify(self, text: str) -> _Fault:
+    def _classify(self, text: str, ctx: Any) -> _Fault:
         first = text.splitlines()[0] if text else ""
         if "interrupted" in first:
             return _Fault("timeout", f"time limit of {self.limits.time_seconds:g} s exceeded")
         if "stack overflow" in first:
             return _Fault("stack_overflow", "maximum call stack size exceeded")
-        # An exhausted heap cannot even build the error's message: QuickJS hands back none.
-        if "out of memory" in first or first in ("", "null") or first.startswith("(Failed"):
+        # An exhausted heap may not even build the error's message: QuickJS hands back none,
+        # which looks like `throw null`; the heap's size tells the two apart.
+        no_message = first in ("", "null") or first.startswith("(Failed")
+        heap_full = no_message and ctx.memory()["malloc_size"] >= self.limits.memory_bytes // 2
+        if "out of memory" in first or heap_full:
             return _Fault("memory_limit", f"memory limit of {self.limits.memory_bytes} bytes "
                                           "exceeded")
         self._append_log("error", f"Uncaught {text}")
@@ -498,11 +484,8 @@ class _Session:
                                  "TypeError")
         timeout = max(min(self.limits.fetch_timeout, self._remaining()), 0.001)
         self.loop.fetches.add(fetch_id)
-        done = self.loop.done
-        threading.Thread(
-            target=lambda: done.put((fetch_id, _perform_fetch(spec, timeout))),
-            name=f"kit-fetch-{fetch_id}", daemon=True,
-        ).start()
+        threading.Thread(target=_fetch_into, args=(self.loop.done, fetch_id, spec, timeout),
+                         name=f"kit-fetch-{fetch_id}", daemon=True).start()
 
     def _cancel_fetch(self, fetch_id: int) -> None:
         self.loop.fetches.discard(fetch_id)
@@ -523,6 +506,16 @@ class _Session:
 
     def _sign(self, message_hex: str) -> str:
         return worker_sign(self.worker_key, bytes.fromhex(message_hex)).hex()
+
+
+def _fetch_into(done: queue.SimpleQueue, fetch_id: int, spec: dict[str, Any],
+                timeout: float) -> None:
+    """Fetch-thread body: always hands a result over, so the event loop never waits in vain."""
+    try:
+        result = _perform_fetch(spec, timeout)
+    except Exception as exc:  # e.g. a header value http.client cannot encode
+        result = {"error": f"fetch failed: {type(exc).__name__}"}
+    done.put((fetch_id, result))
 
 
 def _perform_fetch(spec: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -4,4 +4,5 @@ pytest_plugins = [
     "fixtures.projects",
     "fixtures.ipfs_node",
     "fixtures.servers",
+    "fixtures.mech",
 ]

@@ -50,7 +50,9 @@ FAULTS = {
     "infinite_loop": "while (true) {}",
     "never_settles": "new Promise(() => {}).then(() => { globalThis.scriptOutput = '{}'; });",
     "never_settles_with_interval": "setInterval(() => {}, 50);",
-    "memory_bomb": "const parts = []; while (true) { parts.push('x'.repeat(1 << 20) + parts.length); }",
+    "memory_bomb": (
+        "const parts = []; while (true) { parts.push('x'.repeat(1 << 20) + parts.length); }"
+    ),
     "not_json": 'globalThis.scriptOutput = "this is not json";',
 }
 

@@ -291,6 +291,30 @@ def test_abort_controller_rejects_a_pending_fetch(stub: Stub) -> None:
     assert all(r["path"] != "/echo" for r in stub.requests)
 
 
+def test_fetch_failures_reject_with_type_errors(stub: Stub) -> None:
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    closed_port = closed.server_address[1]
+    closed.server_close()
+    code = f"""
+    const attempts = [
+      fetch("ftp://127.0.0.1/file"),
+      fetch("http://127.0.0.1:{closed_port}/"),
+      fetch("{stub.url}/echo", {{headers: {{"X-Bad": "line\\nbreak"}}}}),
+      fetch("not a url"),
+    ];
+    Promise.allSettled(attempts).then(results => {{
+      scriptOutput = JSON.stringify({{body: JSON.stringify(results.map(r => [r.status,
+        r.reason && r.reason.name, r.reason && r.reason.message]))}});
+    }});
+    """
+    results = json.loads(run(code).body)
+    assert [r[:2] for r in results] == [["rejected", "TypeError"]] * 4
+    assert "http and https URLs only" in results[0][2]
+    assert results[1][2] == "fetch failed: ConnectionError"
+    assert results[2][2].startswith("fetch failed")
+    assert "Invalid URL" in results[3][2]
+
+
 def test_timers_and_microtasks_run_in_order() -> None:
     code = """
     const seen = [];
@@ -332,6 +356,7 @@ def test_console_is_captured_and_bounded() -> None:
 
 FAULTS = {
     "throw": ("throw new Error('boom')", "uncaught_exception"),
+    "throw null": ("throw null", "uncaught_exception"),
     "unhandled rejection": ("(async () => { throw new Error('rejected'); })()", "no_output"),
     "gen1 rejection": ("async function main() { throw new Error('inside main'); }" + GEN1_WRAPPER,
                        "contract_error"),
@@ -344,6 +369,7 @@ FAULTS = {
     "memory bomb": ("const hog = []; for (;;) hog.push(new Array(100000).fill(1.5));",
                     "memory_limit"),
     "string bomb": ("let s = 'x'; for (;;) s += s;", "memory_limit"),
+    "object bomb": ("const objs = []; for (;;) objs.push({a: [1, 2, 3]});", "memory_limit"),
     "deep recursion": ("function down(n) { return down(n + 1) + 1; } down(0);", "stack_overflow"),
     "non-JSON output": ("scriptOutput = 'oops'", "invalid_output"),
     "syntax error": ("function (", "uncaught_exception"),

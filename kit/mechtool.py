@@ -1,0 +1,399 @@
+"""The mech tool package bound to the deployed CID: files, fingerprints, package hash.
+
+`generate_tool` renders `packages/<author>/customs/<name>/{__init__.py, <name>.py,
+component.yaml}` from `kit/templates/mech_tool/` and records the package hash in
+`packages/packages.json`, hashing exactly as `autonomy packages lock` does (REFERENCE section 2):
+
+- a file's fingerprint is its CIDv0 (Kubo's recipe, not wrapped) written as CIDv1 base32;
+- the package hash is the CID of the package directory wrapped in a directory that links it by
+  its folder name (`ipfs add -r -w`), as CIDv1 base32.
+
+The kit owns the package directory: unknown files in it are refused rather than silently
+published. Rendering and hashing happen in a staging directory first, so a failure leaves the
+previous package untouched; a package whose content changes gets the next patch version.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from kit.errors import CidMismatch, InputError
+from kit.fsutil import atomic_write
+from kit.resources import templates_dir
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from kit.config import ProjectConfig
+    from kit.records import Deployment
+
+COMPONENT_FILE = "component.yaml"
+PACKAGES_FILE = "packages.json"
+PACKAGE_TYPE = "custom"
+# The mech reads the provider key of these kinds from these api_keys services.
+PROVIDER_KEY_SERVICES = {
+    "openai": "openai", "anthropic": "anthropic", "openai-compatible": "openai",
+}
+SKIPPED_ENTRIES = ("__pycache__",)
+_RESOURCE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")  # the ecosystem's id pattern
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    package_dir: Path
+    package_hash: str
+    fingerprints: dict[str, str]
+    tools_to_package_hash: dict[str, str]
+    customs_line: str
+    version: str
+    cid: str
+    author: str
+    name: str
+    changed: bool = field(default=True)
+
+    @property
+    def public_id(self) -> str:
+        return f"{self.author}/{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "package_dir": str(self.package_dir),
+            "package_hash": self.package_hash,
+            "fingerprints": self.fingerprints,
+            "tools_to_package_hash": self.tools_to_package_hash,
+            "customs_line": self.customs_line,
+            "public_id": self.public_id,
+            "version": self.version,
+            "cid": self.cid,
+            "changed": self.changed,
+        }
+
+
+# --- hashing (the ecosystem's recipe) -------------------------------------------------------
+
+
+def file_fingerprint(path: Path) -> str:
+    """A file's fingerprint as `autonomy packages lock` writes it (bafybei...)."""
+    from kit.cid import file_cid, to_cidv1_base32
+
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty; the ecosystem cannot fingerprint empty files")
+    return to_cidv1_base32(file_cid(path, version=0))
+
+
+def _hashed_entry(entry: Path) -> bool:
+    return entry.name not in SKIPPED_ENTRIES and entry.suffix != ".pyc"
+
+
+def package_hash(package_dir: Path) -> str:
+    """The package hash: the directory wrapped by its name, `__pycache__` and `*.pyc` skipped."""
+    from kit.cid import path_cid, to_cidv1_base32
+
+    cid = path_cid(package_dir, version=0, wrap=True, include=_hashed_entry, hidden=True)
+    return to_cidv1_base32(cid)
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+def _version_tuple(version: str) -> tuple[int, int, int]:
+    major, minor, patch = (int(part) for part in version.split("."))
+    return major, minor, patch
+
+
+def bump_patch(version: str) -> str:
+    major, minor, patch = _version_tuple(version)
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def _check_names(author: str, name: str, version: str | None) -> None:
+    for label, value in (("author", author), ("name", name)):
+        if not _RESOURCE_NAME.match(value):
+            raise InputError(
+                f"--{label} {value!r:.80} is not valid; use letters, digits and '_' (not first)"
+            )
+    if version is not None and not _SEMVER.match(version):
+        raise InputError(f"--version {version!r:.80} is not valid; use MAJOR.MINOR.PATCH")
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _yaml_scalar(value: Any) -> str:
+    """`value` as one-line YAML: plain or quoted as PyYAML would, double-quoted if multi-line."""
+    import yaml
+
+    text = yaml.safe_dump(value, width=float("inf"), allow_unicode=True)
+    text = text.removesuffix("\n").removesuffix("\n...")
+    if "\n" in text:
+        return json.dumps(value, ensure_ascii=False)
+    return text
+
+
+def _python_literal(value: str | list[str] | bool) -> str:
+    """A Python literal for `value`: JSON strings and lists of strings are valid Python."""
+    if isinstance(value, bool):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _environment() -> SandboxedEnvironment:
+    from jinja2 import FileSystemLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    environment = SandboxedEnvironment(
+        loader=FileSystemLoader(str(templates_dir() / "mech_tool")),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["py"] = _python_literal
+    environment.filters["yaml"] = _yaml_scalar
+    return environment
+
+
+def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, name: str,
+                  version: str) -> dict[str, Any]:
+    description = config.agent.description or (
+        f"Runs a prompt through the agent contract {config.agent.name} in a Phala TEE worker."
+    )
+    return {
+        "name": name,
+        "author": author,
+        "version": version,
+        "description": description,
+        "cid": deployment.cid,
+        "gateway_url": deployment.gateway_url.rstrip("/"),
+        "prefix": config.tool.prefix,
+        "models": list(config.provider.models),
+        "default_model": config.provider.default_model,
+        "provider_key_service": PROVIDER_KEY_SERVICES[config.provider.kind],
+        "caller_token_required": config.agent.caller_token_secret is not None,
+        "forward_provider_key": config.provider.accept_key_in_body,
+    }
+
+
+def _render(environment: SandboxedEnvironment, template: str, context: dict[str, Any]) -> bytes:
+    return environment.get_template(template).render(**context).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class _Package:
+    files: dict[str, bytes]
+    fingerprints: dict[str, str]
+    package_hash: str
+
+
+def _build_package(context: dict[str, Any]) -> _Package:
+    """Render the three files and hash them in a staging directory named like the package."""
+    environment = _environment()
+    name = context["name"]
+    sources = {
+        "__init__.py": _render(environment, "__init__.py.j2", context),
+        f"{name}.py": _render(environment, "tool.py.j2", context),
+    }
+    with tempfile.TemporaryDirectory(prefix="kit-tool-") as staging:
+        package_dir = Path(staging) / name
+        package_dir.mkdir()
+        for file_name, data in sources.items():
+            (package_dir / file_name).write_bytes(data)
+        fingerprints = {file: file_fingerprint(package_dir / file) for file in sorted(sources)}
+        component = _render(environment, "component.yaml.j2",
+                            {**context, "fingerprints": fingerprints})
+        (package_dir / COMPONENT_FILE).write_bytes(component)
+        digest = package_hash(package_dir)
+    return _Package({**sources, COMPONENT_FILE: component}, fingerprints, digest)
+
+
+# --- the project's state --------------------------------------------------------------------
+
+
+def _latest_deployment(project_dir: Path) -> Deployment:
+    from kit.records import load_latest
+
+    deployment = load_latest(project_dir)
+    if deployment is None:
+        raise InputError(
+            f"no deployment recorded in {project_dir / 'deployments'}; run `kit deploy` first, "
+            "then `kit tool`"
+        )
+    return deployment
+
+
+def _check_build_matches(project_dir: Path, deployment: Deployment) -> None:
+    """The tool must call what the project builds: refuse when dist/agent.js has moved on."""
+    from kit.cid import file_cid, to_cidv1_base32
+
+    artifact = project_dir / deployment.artifact
+    if not artifact.is_file():
+        raise InputError(f"{artifact} is missing; run `kit deploy` to build and deploy again")
+    current = file_cid(artifact, version=deployment.cid_version)
+    if to_cidv1_base32(current) != to_cidv1_base32(deployment.cid):
+        raise InputError(
+            f"{deployment.artifact} hashes to {current}, not to the deployed CID "
+            f"{deployment.cid}: the build changed since the deployment; run `kit deploy`"
+        )
+
+
+def _check_owned(package_dir: Path, name: str) -> None:
+    if not package_dir.exists():
+        return
+    expected = {"__init__.py", f"{name}.py", COMPONENT_FILE, *SKIPPED_ENTRIES}
+    unknown = sorted(entry.name for entry in package_dir.iterdir() if entry.name not in expected)
+    if unknown:
+        raise InputError(
+            f"{package_dir} holds files the kit did not generate ({', '.join(unknown[:5])}); "
+            "they would be published with the package: move them out and run `kit tool` again"
+        )
+
+
+def _previous_version(package_dir: Path) -> str | None:
+    import yaml
+
+    path = package_dir / COMPONENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        version = yaml.safe_load(path.read_text(encoding="utf-8")).get("version")
+    except (yaml.YAMLError, AttributeError, UnicodeDecodeError):
+        version = None
+    if not isinstance(version, str) or not _SEMVER.match(version):
+        raise InputError(f"{path} has no valid version; fix it or pass --version")
+    return version
+
+
+def _on_disk(package_dir: Path, files: dict[str, bytes]) -> bool:
+    return all(
+        (package_dir / name).is_file() and (package_dir / name).read_bytes() == data
+        for name, data in files.items()
+    )
+
+
+def _read_packages(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"dev": {}, "third_party": {}}
+    try:
+        packages = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); fix or delete it") from None
+    if not isinstance(packages, dict) or not all(
+        isinstance(packages.get(section, {}), dict) for section in ("dev", "third_party")
+    ):
+        raise InputError(f'{path} must be {{"dev": {{...}}, "third_party": {{...}}}}; fix it')
+    return packages
+
+
+def _updated_packages(packages: dict[str, Any], author: str, name: str, version: str,
+                      digest: str) -> dict[str, Any]:
+    """`packages` with this package's entry (any version) replaced in place, others kept."""
+    prefix = f"{PACKAGE_TYPE}/{author}/{name}/"
+    key = prefix + version
+    dev: dict[str, str] = {}
+    for existing, value in packages.get("dev", {}).items():
+        if not existing.startswith(prefix):
+            dev[existing] = value
+        elif key not in dev:
+            dev[key] = digest
+    dev.setdefault(key, digest)
+    updated = {"dev": dev, "third_party": packages.get("third_party", {})}
+    updated.update((section, value) for section, value in packages.items()
+                   if section not in updated)
+    return updated
+
+
+# --- the public entry points ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    package: _Package
+    unchanged: bool  # every file already on disk with these bytes
+
+
+def _choose_version(previous: str | None, configured: str, explicit: str | None,
+                    render: Callable[[str], _Rendered]) -> tuple[str, _Rendered]:
+    """Explicit wins; a first package takes the configured version (so does a configured one
+    above the previous); otherwise the previous version stays while nothing changed and gets
+    a patch bump when the content changed (a re-deploy, a template or config change)."""
+    if explicit is not None:
+        return explicit, render(explicit)
+    if previous is None or _version_tuple(configured) > _version_tuple(previous):
+        return configured, render(configured)
+    rendered = render(previous)
+    if rendered.unchanged:
+        return previous, rendered
+    bumped = bump_patch(previous)
+    return bumped, render(bumped)
+
+
+def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author: str | None = None,
+                  name: str | None = None, version: str | None = None) -> ToolResult:
+    """Write the mech tool package for the latest deployment and record its hash."""
+    from kit.config import load_config
+
+    project_dir = Path(project_dir)
+    config = load_config(project_dir)
+    author = author or config.tool.author
+    name = name or config.tool.name
+    _check_names(author, name, version)
+    deployment = _latest_deployment(project_dir)
+    _check_build_matches(project_dir, deployment)
+    packages_dir = Path(packages_dir) if packages_dir is not None else project_dir / "packages"
+    package_dir = packages_dir / author / "customs" / name
+    _check_owned(package_dir, name)
+    packages_path = packages_dir / PACKAGES_FILE
+    packages = _read_packages(packages_path)
+
+    def render(candidate: str) -> _Rendered:
+        package = _build_package(_tool_context(config, deployment, author, name, candidate))
+        return _Rendered(package, _on_disk(package_dir, package.files))
+
+    chosen, rendered = _choose_version(_previous_version(package_dir), config.tool.version,
+                                       version, render)
+    package = rendered.package
+    if not rendered.unchanged:
+        for file_name, data in package.files.items():
+            atomic_write(package_dir / file_name, data)
+    updated = _updated_packages(packages, author, name, chosen, package.package_hash)
+    if updated != packages or not packages_path.exists():
+        atomic_write(packages_path, json.dumps(updated, indent=4) + "\n")
+    tools = [config.tool.prefix + model for model in config.provider.models]
+    return ToolResult(
+        package_dir=package_dir,
+        package_hash=package.package_hash,
+        fingerprints=package.fingerprints,
+        tools_to_package_hash={tool: package.package_hash for tool in tools},
+        customs_line=f"- {author}/{name}:{chosen}:{package.package_hash}",
+        version=chosen,
+        cid=deployment.cid,
+        author=author,
+        name=name,
+        changed=not rendered.unchanged,
+    )
+
+
+def push_package(package_dir: Path, expected_hash: str, *, ipfs_api: str,
+                 timeout: float = 30.0) -> str:
+    """Add and pin the package directory wrapped (`ipfs add -r -w`); check the node's root CID.
+
+    Raises CidMismatch when the node's hash differs from `expected_hash` (compared as CIDv1).
+    """
+    from kit.cid import to_cidv1_base32
+    from kit.ipfs import IpfsClient
+
+    client = IpfsClient(ipfs_api, timeout=timeout)
+    root = client.add_directory(package_dir, wrap=True)
+    if to_cidv1_base32(root) != to_cidv1_base32(expected_hash):
+        raise CidMismatch(
+            f"the IPFS node hashed {package_dir.name} to {to_cidv1_base32(root)}, the kit to "
+            f"{expected_hash}; the node's chunking or layout differs: do not publish this hash"
+        )
+    return to_cidv1_base32(root)
