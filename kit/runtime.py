@@ -477,8 +477,8 @@ class _Session:
 
     def _start_fetch(self, fetch_id: int, spec: dict[str, Any]) -> None:
         if not str(spec.get("url", "")).startswith(("http://", "https://")):
-            raise _ContractError(f"fetch supports http and https URLs only, not {spec.get('url')!r}",
-                                 "TypeError")
+            raise _ContractError(
+                f"fetch supports http and https URLs only, not {spec.get('url')!r}", "TypeError")
         if len(self.loop.fetches) >= _MAX_CONCURRENT_FETCHES:
             raise _ContractError(f"too many concurrent fetches (limit {_MAX_CONCURRENT_FETCHES})",
                                  "TypeError")
@@ -498,7 +498,8 @@ class _Session:
 
     def _nc_hash(self, algorithm: str, data_hex: str) -> str:
         if algorithm != "wyhash64":
-            raise _ContractError(f"unsupported non-cryptographic hash {algorithm!r}; use 'wyhash64'")
+            raise _ContractError(
+                f"unsupported non-cryptographic hash {algorithm!r}; use 'wyhash64'")
         return wyhash64(bytes.fromhex(data_hex)).to_bytes(8, "little").hex()
 
     def _public_key(self) -> str:
@@ -586,7 +587,8 @@ def map_output(output: str | None) -> tuple[int, dict[str, str], str, str | None
 def _checked_response(data: dict[str, Any]) -> tuple[int, dict[str, str], str, str | None]:
     status, body, headers = data.get("status", 200), data.get("body", ""), data.get("headers", {})
     if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        return _fault_answer("invalid_output", f"status must be an integer 100-599, got {status!r:.80}")
+        return _fault_answer("invalid_output",
+                             f"status must be an integer 100-599, got {status!r:.80}")
     if not isinstance(body, str):
         return _fault_answer("invalid_output", f"body must be a string, got {type(body).__name__}")
     if not isinstance(headers, dict) or not all(

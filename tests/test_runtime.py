@@ -29,7 +29,9 @@ KEY = bytes(range(32))
 GEN1_WRAPPER = """
 main.apply(null, globalThis.scriptArgs).then(
   (output) => { globalThis.scriptOutput = output; },
-  (error) => { globalThis.scriptOutput = JSON.stringify({ success: false, error: String(error) }); },
+  (error) => {
+    globalThis.scriptOutput = JSON.stringify({ success: false, error: String(error) });
+  },
 );
 """
 
@@ -82,7 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.stop.wait(int(parse_qs(parts.query)["ms"][0]) / 1000)
             self._send(200, b"late", {"Content-Type": "text/plain"})
         elif parts.path == "/bytes":
-            self._send(200, bytes([0xFF, 0x00, 0x80, 0x41]), {"Content-Type": "application/octet-stream"})
+            self._send(200, bytes([0xFF, 0x00, 0x80, 0x41]),
+                       {"Content-Type": "application/octet-stream"})
         elif parts.path == "/v1/chat/completions":
             self._openai(entry)
         else:
@@ -177,7 +180,8 @@ def test_script_args_hold_exactly_the_serialized_request() -> None:
 def test_output_mapping_defaults(output: str, status: int, body: str,
                                  headers: dict[str, str]) -> None:
     answer = run(f"scriptOutput = {json.dumps(output)};")
-    assert (answer.status, answer.body, answer.headers, answer.error) == (status, body, headers, None)
+    got = (answer.status, answer.body, answer.headers, answer.error)
+    assert got == (status, body, headers, None)
 
 
 def test_success_false_becomes_500_with_the_contracts_error() -> None:
@@ -325,7 +329,10 @@ def test_timers_and_microtasks_run_in_order() -> None:
     const cancelled = setTimeout(() => seen.push("never"), 5);
     clearTimeout(cancelled);
     let ticks = 0;
-    const iv = setInterval(() => { seen.push("iv" + (++ticks)); if (ticks === 3) clearInterval(iv); }, 1);
+    const iv = setInterval(() => {
+      seen.push("iv" + (++ticks));
+      if (ticks === 3) clearInterval(iv);
+    }, 1);
     Promise.resolve().then(() => seen.push("micro"));
     queueMicrotask(() => seen.push("micro2"));
     seen.push("sync");
@@ -340,7 +347,8 @@ def test_timers_and_microtasks_run_in_order() -> None:
 
 def test_console_is_captured_and_bounded() -> None:
     code = """
-    console.log("a", 1, {b: [2]}); console.info("i"); console.warn("w"); console.error(new Error("e"));
+    console.log("a", 1, {b: [2]}); console.info("i"); console.warn("w");
+    console.error(new Error("e"));
     console.debug(null, undefined, 3n);
     for (let i = 0; i < 1500; i++) console.log("line", i);
     scriptOutput = "";
@@ -476,7 +484,9 @@ async function ask(req, query, model) {
     body: JSON.stringify({model, messages: [{role: "user", content: query}]}),
   });
   const completion = await res.json();
-  if (!res.ok) return new Response(JSON.stringify({error: completion.error.message}), {status: res.status});
+  if (!res.ok) {
+    return new Response(JSON.stringify({error: completion.error.message}), {status: res.status});
+  }
   return new Response(JSON.stringify({message: completion.choices[0].message.content, model}));
 }
 async function GET(req) {
@@ -557,7 +567,8 @@ def test_kit_run_builds_the_request_and_hides_secrets(project: Path) -> None:
                       "body": '{"x": 1}', "secretKeys": ["apiKey"]}
     assert result["logs"] == ["[log] secret is ***"]
     assert "sk-very-secret" not in done.stdout + done.stderr
-    assert (project / "data-home" / "agent-contract-kit" / "worker.key").stat().st_mode & 0o777 == 0o600
+    key_file = project / "data-home" / "agent-contract-kit" / "worker.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_kit_run_human_output_and_failure_exit(project: Path) -> None:

@@ -22,7 +22,8 @@ HEX = "const hex = (u8) => Array.from(u8, b => b.toString(16).padStart(2, '0')).
 
 def js(expression: str, *, code: str = "", worker_key: bytes = KEY) -> Any:
     """Evaluate `expression` in a contract and return its JSON value."""
-    source = HEX + code + f"\nscriptOutput = JSON.stringify({{body: JSON.stringify({expression})}});"
+    output = f"\nscriptOutput = JSON.stringify({{body: JSON.stringify({expression})}});"
+    source = HEX + code + output
     answer = invoke(source, make_request("GET", "/ipfs/x"), limits=Limits(time_seconds=10),
                     worker_key=worker_key)
     assert answer.error is None, (answer.error, answer.logs)
@@ -86,7 +87,8 @@ WYHASH_VECTORS = [
     ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*()`~-_=+[{]};:,<.>/?",
      9, 0x3903FC47BA3EF81C),
 ]
-EXTENDED_BUFFER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!@#$%^&*()`~-_=+[{]};:,<.>/?"
+EXTENDED_BUFFER = (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                   b"!@#$%^&*()`~-_=+[{]};:,<.>/?")
 # (length = seed, expected): the crate's extended vector over prefixes of EXTENDED_BUFFER
 WYHASH_EXTENDED = [(1, 0x4F5EE2FADA5971B1), (3, 0xCAF4058FB822E46D), (4, 0x577959BB8C92D137),
                    (8, 0xC2A03B43BDA0959D), (16, 0xD84AE114EECF57C8), (17, 0xB98EB4548A1355A9),
@@ -122,7 +124,8 @@ def expected_secret(key: bytes, code: str, salt: bytes) -> str:
 
 
 def secret_of(code_prefix: str, salt: str, key: bytes = KEY) -> tuple[str, str]:
-    code = code_prefix + HEX + f"\nscriptOutput = JSON.stringify({{body: hex(Wapo.deriveSecret({salt!r}))}});"
+    output = f"\nscriptOutput = JSON.stringify({{body: hex(Wapo.deriveSecret({salt!r}))}});"
+    code = code_prefix + HEX + output
     answer = invoke(code, make_request("GET", "/ipfs/x"), worker_key=key)
     return answer.body, code
 
@@ -139,7 +142,8 @@ def test_derive_secret_is_deterministic_and_bound_to_code_salt_and_key() -> None
 
 def test_derive_secret_accepts_bytes_salt() -> None:
     body, code = secret_of("", "x")
-    code_bytes = code.replace("Wapo.deriveSecret('x')", "Wapo.deriveSecret(new Uint8Array([0, 255]))")
+    code_bytes = code.replace("Wapo.deriveSecret('x')",
+                              "Wapo.deriveSecret(new Uint8Array([0, 255]))")
     answer = invoke(code_bytes, make_request("GET", "/ipfs/x"), worker_key=KEY)
     assert answer.body == expected_secret(KEY, code_bytes, b"\x00\xff")
 
@@ -174,12 +178,12 @@ def test_corrupt_worker_key_file_is_reported_and_kept(tmp_path: Path,
 RFC8032 = [
     ("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
      "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a", "",
-     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b4"
-     "6bd25bf5f0595bbe24655141438e7a100b"),
+     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc6"
+     "1e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
     ("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
      "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c", "72",
-     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d"
-     "8c387b2eaeb4302aeeb00d291612bb0c00"),
+     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e45"
+     "8f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
 ]
 
 
@@ -201,7 +205,8 @@ def test_other_wapo_members() -> None:
 
 # ---- TextEncoder / TextDecoder against Python's UTF-8 --------------------------------------
 
-TEXTS = ["", "plain ascii", "héllo wörld", "€ ✓ 日本語", "emoji 😀👍🏽", "\u2028\u0000\uffff"]
+TEXTS = ["", "plain ascii", "héllo wörld", "€ ✓ 日本語", "emoji 😀👍🏽",
+         "\u2028\u0000\uffff"]
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -221,10 +226,11 @@ def test_text_decoder_replaces_invalid_bytes_like_python(raw: bytes) -> None:
 
 
 def test_text_decoder_fatal_bom_and_labels() -> None:
-    got = js("[(() => { try { new TextDecoder('utf-8', {fatal: true}).decode(new Uint8Array([255])); }"
-             " catch (e) { return e.name; } })(), "
+    got = js("[(() => { try { new TextDecoder('utf-8', {fatal: true})"
+             ".decode(new Uint8Array([255])); } catch (e) { return e.name; } })(), "
              "new TextDecoder().decode(new Uint8Array([0xef, 0xbb, 0xbf, 0x41])), "
-             "new TextDecoder('utf-8', {ignoreBOM: true}).decode(new Uint8Array([0xef, 0xbb, 0xbf])).length, "
+             "new TextDecoder('utf-8', {ignoreBOM: true})"
+             ".decode(new Uint8Array([0xef, 0xbb, 0xbf])).length, "
              "(() => { try { new TextDecoder('latin1'); } catch (e) { return e.name; } })()]")
     assert got == ["TypeError", "A", 1, "RangeError"]
 
@@ -235,7 +241,8 @@ def test_text_decoder_fatal_bom_and_labels() -> None:
 @pytest.mark.parametrize("raw", [b"", b"f", b"fo", b"foo", b"foob", bytes(range(256))])
 def test_btoa_and_atob_match_python_base64(raw: bytes) -> None:
     binary = raw.decode("latin-1")
-    encoded, decoded = js(f"[btoa({json.dumps(binary)}), atob({json.dumps(base64.b64encode(raw).decode())})]")
+    b64 = base64.b64encode(raw).decode()
+    encoded, decoded = js(f"[btoa({json.dumps(binary)}), atob({json.dumps(b64)})]")
     assert encoded == base64.b64encode(raw).decode()
     assert decoded == binary
 
@@ -296,7 +303,8 @@ def test_url_search_params_build_and_read() -> None:
              "u.href, new URLSearchParams('?a=1&b=x+y&a=%E2%9C%93').getAll('a'), "
              "Array.from(new URLSearchParams([['x', '1'], ['y', '2']]).keys())]; })()")
     assert got[0] == urlencode(params)
-    assert got[1:] == [["1", "2"], None, "https://h.example/p?k=1&k=2&n=v+w", ["1", "✓"], ["x", "y"]]
+    assert got[1:] == [["1", "2"], None, "https://h.example/p?k=1&k=2&n=v+w", ["1", "✓"],
+                       ["x", "y"]]
 
 
 def test_invalid_url_throws_type_error() -> None:
@@ -306,6 +314,7 @@ def test_invalid_url_throws_type_error() -> None:
 
 
 def test_performance_now_is_monotonic() -> None:
-    got = js("(() => { const a = performance.now(); let s = 0; for (let i = 0; i < 1e5; i++) s += i;"
+    got = js("(() => { const a = performance.now(); let s = 0;"
+             " for (let i = 0; i < 1e5; i++) s += i;"
              " const b = performance.now(); return [a >= 0, b >= a]; })()")
     assert got == [True, True]

@@ -44,11 +44,13 @@ def _human(result: dict[str, Any]) -> str:
 @click.command()
 @project_option
 @click.option("--method", default="GET", show_default=True, help="GET, POST, PATCH or PUT.")
-@click.option("--path", "path", default=None, help="Request path [default: /ipfs/<cid of dist/agent.js>].")
+@click.option("--path", "path", default=None,
+              help="Request path [default: /ipfs/<cid of dist/agent.js>].")
 @click.option("--query", multiple=True, metavar="K=V", help="Query parameter (repeatable).")
 @click.option("--header", multiple=True, metavar="K=V", help="Request header (repeatable).")
 @click.option("--body", default=None, metavar="JSON", help="Request body (POST, PATCH, PUT only).")
-@click.option("--secret", multiple=True, metavar="K=V", help="Vault secret for this run (repeatable).")
+@click.option("--secret", multiple=True, metavar="K=V",
+              help="Vault secret for this run (repeatable).")
 @json_option
 def run(
     project_dir: Path, method: str, path: str | None, query: tuple[str, ...],
