@@ -175,9 +175,8 @@ def test_redeploy_bumps_patch_and_updates_packages_json(
 
 def test_refuses_without_a_deployment(project_factory: Callable[..., Path]) -> None:
     project = project_factory()
-    with pytest.raises(InputError, match="no deployment recorded .*run `kit deploy` first") as err:
+    with pytest.raises(InputError, match="no deployment recorded .*run `kit deploy` first"):
         generate_tool(project)
-    print(err.value)
     assert not (project / "packages").exists()
 
 
@@ -186,9 +185,8 @@ def test_refuses_a_build_that_no_longer_matches(deployed_project: Path) -> None:
     before = package_files(first.package_dir)
     change_prompt(deployed_project)
     build_project(deployed_project)
-    with pytest.raises(InputError, match="not to the deployed CID .*run `kit deploy`") as err:
+    with pytest.raises(InputError, match="not to the deployed CID .*run `kit deploy`"):
         generate_tool(deployed_project)
-    print(err.value)
     assert package_files(first.package_dir) == before
 
 
@@ -196,9 +194,8 @@ def test_refuses_foreign_files_in_the_package(deployed_project: Path) -> None:
     first = generate_tool(deployed_project)
     before = package_files(first.package_dir)
     (first.package_dir / "notes.txt").write_text("draft")
-    with pytest.raises(InputError, match="notes.txt.*move them out") as err:
+    with pytest.raises(InputError, match="notes.txt.*move them out"):
         generate_tool(deployed_project, version="9.9.9")
-    print(err.value)
     assert {k: v for k, v in package_files(first.package_dir).items() if k != "notes.txt"} == before
 
 
