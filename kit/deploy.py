@@ -82,6 +82,7 @@ def deploy(
     from kit.cid import bytes_cid
     from kit.config import load_config
     from kit.ipfs import IpfsClient
+    from kit.node import resolve_api
     from kit.pinning import make_pinner
     from kit.project import build_project
     from kit.records import load_history, load_latest, record
@@ -94,7 +95,7 @@ def deploy(
         data = build.path.read_bytes()
     with steps.step("cid", f"computing the CIDv{build.cid_version} of the bytes on disk"):
         local_cid = bytes_cid(data, version=build.cid_version)
-    client = IpfsClient(ipfs_api or _default_api(config.ipfs.api), timeout)
+    client = IpfsClient(ipfs_api or resolve_api(config.ipfs.api), timeout)
     pinner = make_pinner(pinning_service, client)
     with steps.step("add", f"adding {build.size} bytes through the {pinner.name} backend"):
         pinned = pinner.pin(data, local_cid, build.path.name, build.cid_version)
@@ -139,15 +140,6 @@ def _deployment(config: ProjectConfig, build: BuildResult, cid: str, verified_vi
         config_sha256=config.digest(), template_version=build.template_version,
         kit_version=__version__, backend=backend, deployed_at=utc_now(),
     )
-
-
-def _default_api(configured: str) -> str:
-    """The node `kit node up` runs, else the address agent.toml names."""
-    from kit.config import LOCAL_IPFS_API
-    from kit.node import running_node
-
-    node = running_node() if configured == LOCAL_IPFS_API else None
-    return node.api if node is not None else configured
 
 
 def _check_pinned(pinner: Pinner, pinned: Pinned, local_cid: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -55,7 +55,7 @@ class ToolResult:
     cid: str
     author: str
     name: str
-    changed: bool = field(default=True)
+    changed: bool = True
 
     @property
     def public_id(self) -> str:

@@ -359,6 +359,14 @@ def running_node(repo: Path | None = None) -> NodeInfo | None:
 # --- probes ---------------------------------------------------------------------------------
 
 
+def resolve_api(configured: str) -> str:
+    """The node `kit node up` runs when agent.toml names the default address, else that address."""
+    from kit.config import LOCAL_IPFS_API
+
+    node = running_node() if configured == LOCAL_IPFS_API else None
+    return node.api if node is not None else configured
+
+
 def multiaddr_to_url(api: str) -> str:
     """`/ip4/127.0.0.1/tcp/5002/http` -> `http://127.0.0.1:5002`; URLs pass through."""
     if api.startswith(("http://", "https://")):

@@ -41,22 +41,23 @@ def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None) -> None:
     With an agent.toml in the project directory the contract is built first and served under
     its CID; any other CID is loaded from the IPFS node and re-hashed before it runs.
     """
-    from kit.config import CONFIG_FILE, LOCAL_IPFS_API
+    from kit.config import CONFIG_FILE, LOCAL_IPFS_API, load_config
     from kit.gateway import LocalGateway
+    from kit.node import resolve_api
+    from kit.project import build_project
 
     cid = None
+    configured = LOCAL_IPFS_API
     if (project_dir / CONFIG_FILE).exists():
-        from kit.config import load_config
-        from kit.project import build_project
-
         cid = build_project(project_dir).cid
-        ipfs_api = ipfs_api or load_config(project_dir).ipfs.api
-    gateway = LocalGateway(project_dir if cid else None, ipfs_api=ipfs_api or LOCAL_IPFS_API,
+        configured = load_config(project_dir).ipfs.api
+    ipfs_api = ipfs_api or resolve_api(configured)
+    gateway = LocalGateway(project_dir if cid else None, ipfs_api=ipfs_api,
                            vault_path=project_dir / VAULT_FILE, host=host, port=port,
                            on_request=_print_access)
     _warn_if_exposed(host)
     url = gateway.start()
-    click.echo(f"local gateway at {url} (IPFS node: {ipfs_api or LOCAL_IPFS_API}; "
+    click.echo(f"local gateway at {url} (IPFS node: {ipfs_api}; "
                f"vault: {project_dir / VAULT_FILE})")
     if cid:
         click.echo(f"project CID {cid}: {url}/ipfs/{cid}")

@@ -39,10 +39,10 @@ def tool(project_dir: Path, packages_dir: Path | None, author: str | None, name:
 
 def _push(project_dir: Path, package_dir: Path, package_hash: str, ipfs_api: str | None) -> str:
     from kit.config import load_config
-    from kit.deploy import _default_api
+    from kit.node import resolve_api
     from kit.mechtool import push_package
 
-    api = ipfs_api or _default_api(load_config(project_dir).ipfs.api)
+    api = ipfs_api or resolve_api(load_config(project_dir).ipfs.api)
     push_package(package_dir, package_hash, ipfs_api=api)
     return api
 
