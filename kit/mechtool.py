@@ -144,20 +144,10 @@ def _python_literal(value: str | list[str] | bool) -> str:
 
 
 def _environment() -> SandboxedEnvironment:
-    from jinja2 import FileSystemLoader, StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
+    from kit.render import sandboxed_environment
 
-    environment = SandboxedEnvironment(
-        loader=FileSystemLoader(str(templates_dir() / "mech_tool")),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters["py"] = _python_literal
-    environment.filters["yaml"] = _yaml_scalar
-    return environment
+    filters = {"py": _python_literal, "yaml": _yaml_scalar}
+    return sandboxed_environment(templates_dir() / "mech_tool", filters, trim_blocks=True)
 
 
 def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, name: str,

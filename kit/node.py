@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from kit.errors import InputError, NodeUnavailable
 from kit.fsutil import atomic_write_json
@@ -86,20 +87,20 @@ def _npm_ci(node_dir: Path) -> None:
     npm = shutil.which("npm")
     if npm is None:
         raise NodeUnavailable("npm is not on PATH; install Node.js 20 and npm, then run again")
+    _run_step([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], f"npm ci in {node_dir}",
+              NPM_CI_TIMEOUT, "fix that and run again", cwd=node_dir)
+
+
+def _run_step(argv: list[str], what: str, timeout: float, fix: str, **options: Any) -> None:
+    """Run a set-up command; NodeUnavailable, with its output's tail, when it fails."""
     try:
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=node_dir, capture_output=True, text=True, timeout=NPM_CI_TIMEOUT, check=False,
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                              **options)
     except subprocess.TimeoutExpired:
-        raise NodeUnavailable(
-            f"`npm ci` in {node_dir} did not finish within {NPM_CI_TIMEOUT:.0f}s; run it by hand"
-        ) from None
+        raise NodeUnavailable(f"`{what}` did not finish within {timeout:.0f}s; {fix}") from None
     if done.returncode != 0:
-        raise NodeUnavailable(
-            f"`npm ci` in {node_dir} failed (exit {done.returncode}): "
-            f"{done.stderr.strip()[-500:]}; fix that and run again"
-        )
+        output = (done.stderr or done.stdout).strip()[-500:]
+        raise NodeUnavailable(f"`{what}` failed (exit {done.returncode}): {output}; {fix}")
 
 
 # --- process identity -----------------------------------------------------------------------
@@ -222,20 +223,9 @@ def _init_repo(repo: Path, init_argv: list[str], timeout: float) -> None:
     if (repo / "config").is_file():
         return
     repo.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run(
-            init_argv, env={**os.environ, "IPFS_PATH": str(repo)},
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise NodeUnavailable(
-            f"`ipfs init` in {repo} did not finish within {timeout:.0f}s; see if the disk is full"
-        ) from None
-    if done.returncode != 0:
-        raise NodeUnavailable(
-            f"`ipfs init` in {repo} failed: {(done.stderr or done.stdout).strip()[-500:]}; "
-            "delete the directory or choose another with --repo"
-        )
+    _run_step(init_argv, f"ipfs init in {repo}", timeout,
+              "delete the directory or choose another with --repo",
+              env={**os.environ, "IPFS_PATH": str(repo)})
 
 
 # --- lifecycle ------------------------------------------------------------------------------

@@ -81,19 +81,10 @@ def toml_value(value: Any) -> str:
 
 
 def _scaffold_environment() -> SandboxedEnvironment:
-    from jinja2 import FileSystemLoader, StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
+    from kit.render import sandboxed_environment
 
-    environment = SandboxedEnvironment(
-        loader=FileSystemLoader(str(templates_dir() / "project")),
-        undefined=StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.filters["toml"] = toml_value
-    return environment
+    return sandboxed_environment(templates_dir() / "project", {"toml": toml_value},
+                                 trim_blocks=True)
 
 
 def _settings(name: str, provider: str, overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:

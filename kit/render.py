@@ -8,7 +8,8 @@ source. Output is deterministic: the same config gives the same bytes on any mac
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from kit.config import ProjectConfig
 from kit.errors import KitError
@@ -32,19 +33,29 @@ def js_literal(value: Any) -> str:
     return text.translate(_JS_UNSAFE)
 
 
-def template_environment() -> SandboxedEnvironment:
-    """The sandboxed environment the contract template (and its tests) render in."""
+def sandboxed_environment(
+    folder: Path, filters: dict[str, Callable[[Any], str]], *, trim_blocks: bool = False
+) -> SandboxedEnvironment:
+    """A sandboxed Jinja2 environment over `folder`: undefined names fail, nothing is
+    auto-escaped, so every value must go through one of `filters` (its target's encoder)."""
     from jinja2 import FileSystemLoader, StrictUndefined
     from jinja2.sandbox import SandboxedEnvironment
 
     environment = SandboxedEnvironment(
-        loader=FileSystemLoader(str(contract_template_dir())),
+        loader=FileSystemLoader(str(folder)),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
+        trim_blocks=trim_blocks,
+        lstrip_blocks=trim_blocks,
     )
-    environment.filters["js"] = _js_filter
+    environment.filters.update(filters)
     return environment
+
+
+def template_environment() -> SandboxedEnvironment:
+    """The sandboxed environment the contract template (and its tests) render in."""
+    return sandboxed_environment(contract_template_dir(), {"js": _js_filter})
 
 
 def _js_filter(value: Any) -> str:
