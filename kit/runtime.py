@@ -519,27 +519,68 @@ def _fetch_into(done: queue.SimpleQueue, fetch_id: int, spec: dict[str, Any],
     done.put((fetch_id, result))
 
 
+# Fetches share keep-alive connections across invocations: opening a TCP connection (and the
+# requests.Session around it) for every fetch cost more CPU than running the contract. Pooled
+# connections carry no state of one invocation into another: a response is read to its end
+# before its connection goes back to the pool, and a connection is dropped when it is not.
+_POOL_HOSTS = 32
+_POOL_CONNECTIONS_PER_HOST = 8  # idle ones kept; more may be open at once, closed after use
+_MAX_REDIRECTS = 20  # the fetch standard's limit
+_REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+@lru_cache(maxsize=1)
+def _connection_pools() -> Any:
+    """The process's shared pool manager (thread-safe), with the CA bundle requests uses."""
+    import certifi  # a dependency of requests, as urllib3 is
+    import urllib3
+
+    return urllib3.PoolManager(num_pools=_POOL_HOSTS, maxsize=_POOL_CONNECTIONS_PER_HOST,
+                               block=False, ca_certs=certifi.where())
+
+
 def _perform_fetch(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One HTTP request for the contract's fetch; every failure becomes {"error": ...}."""
-    import requests
+    """One HTTP request for the contract's fetch, following redirects as fetch does; every
+    failure becomes {"error": ...} (names as requests gave them: ConnectionError, ...)."""
+    import urllib3
 
     body = spec["text"].encode("utf-8") if "text" in spec else (
         base64.b64decode(spec["b64"]) if "b64" in spec else None)
+    method, url, headers = spec["method"], spec["url"], dict(spec["headers"])
+    redirects = 0
     try:
-        with requests.request(spec["method"], spec["url"], headers=dict(spec["headers"]),
-                              data=body, timeout=timeout, stream=True) as response:
+        while True:
+            response = _connection_pools().urlopen(
+                method, url, body=body, headers=headers, redirect=False, retries=False,
+                timeout=urllib3.Timeout(connect=timeout, read=timeout), preload_content=False)
+            location = response.headers.get("location")
+            if response.status not in _REDIRECT_STATUSES or not location:
+                break
+            response.close()  # a redirect's body is not read; its connection is not reused
+            redirects += 1
+            if redirects > _MAX_REDIRECTS:
+                return {"error": f"fetch failed: more than {_MAX_REDIRECTS} redirects"}
+            method, url, body, headers = _redirected(response.status, method, url, location,
+                                                     body, headers)
+        try:
             content = _read_capped(response)
-            answer: dict[str, Any] = {
-                "status": response.status_code, "statusText": response.reason or "",
-                "headers": [[k.lower(), v] for k, v in response.headers.items()],
-                "url": response.url, "redirected": bool(response.history),
-            }
-    except requests.Timeout:
+        finally:
+            response.release_conn()
+    except urllib3.exceptions.NewConnectionError:  # before TimeoutError: it subclasses it
+        return {"error": "fetch failed: ConnectionError"}
+    except urllib3.exceptions.TimeoutError:
         return {"error": f"fetch failed: no answer within {timeout:.1f} s"}
-    except requests.RequestException as exc:
+    except (urllib3.exceptions.ProtocolError, ConnectionError):
+        return {"error": "fetch failed: ConnectionError"}
+    except urllib3.exceptions.HTTPError as exc:
         return {"error": f"fetch failed: {type(exc).__name__}"}
     except _ContractError as exc:
         return {"error": str(exc)}
+    answer: dict[str, Any] = {
+        "status": response.status, "statusText": response.reason or "",
+        "headers": [[k.lower(), v] for k, v in response.headers.items()],
+        "url": url, "redirected": redirects > 0,
+    }
     try:
         answer["text"] = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -547,11 +588,33 @@ def _perform_fetch(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     return answer
 
 
+def _redirected(status: int, method: str, url: str, location: str, body: bytes | None,
+                headers: dict[str, str]) -> tuple[str, str, bytes | None, dict[str, str]]:
+    """The next request after a redirect, as the fetch standard makes it: 303 (and 301/302
+    after a POST) becomes a GET without a body; credentials stay with their origin."""
+    from urllib.parse import urljoin, urlsplit
+
+    target = urljoin(url, location)
+    if not target.startswith(("http://", "https://")):
+        raise _ContractError(f"fetch failed: redirect to a non-http URL {target[:200]!r}")
+    if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+        method, body = "GET", None
+        headers = {k: v for k, v in headers.items()
+                   if k.lower() not in ("content-type", "content-length", "content-encoding",
+                                        "content-language", "content-location")}
+    before, after = urlsplit(url), urlsplit(target)
+    if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+        headers = {k: v for k, v in headers.items()
+                   if k.lower() not in ("authorization", "cookie", "proxy-authorization")}
+    return method, target, body, headers
+
+
 def _read_capped(response: Any) -> bytes:
     chunks, total = [], 0
-    for chunk in response.iter_content(65536):
+    for chunk in response.stream(65536):
         total += len(chunk)
         if total > _MAX_FETCH_BODY_BYTES:
+            response.close()  # unread bytes stay on the connection: never reuse it
             raise _ContractError(f"fetch failed: response body over {_MAX_FETCH_BODY_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)

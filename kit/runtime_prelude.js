@@ -2,6 +2,12 @@
 // Evaluated first in every fresh context. It leaves the two entry points the host calls back
 // through (__kit_events, __kit_read_output); the host takes them and deletes all three names,
 // so nothing host-facing stays reachable from the contract.
+//
+// Compiling JavaScript is most of what a fresh context costs (about 65 us per KB here), so the
+// parts a contract rarely needs are modules at the end of this file, after "//@module NAME"
+// lines: kit/runtime.py cuts them off, and a module is compiled only when the contract first
+// touches one of its globals or the core needs it (e.g. fetch parses its URL with the url
+// module, a binary body needs the bytes module).
 (function (g, host) {
   "use strict";
 
@@ -18,7 +24,289 @@
     }
   }
 
-  // ---- bytes, UTF-8, base64 -------------------------------------------------------------
+  // ---- modules compiled on first use ----------------------------------------------------
+
+  const evaluate = g.eval; // taken before the contract runs, so it cannot be swapped
+  const modules = new Map();
+  const internals = { DOMException };
+
+  function load(name) {
+    if (!modules.has(name)) modules.set(name, evaluate(call("module", name))(g, internals));
+    return modules.get(name);
+  }
+
+  const define = (name, value) => Object.defineProperty(g, name, { value, writable: true, enumerable: true, configurable: true });
+
+  // Each global stays an accessor until first read (which loads the module and makes every
+  // still-untouched global of it a plain property) or first assignment (which replaces it, as
+  // assigning replaces any global).
+  function lazyGlobals(module, names) {
+    const getters = new Map();
+    for (const name of names) {
+      const get = () => {
+        const exports = load(module);
+        for (const [other, getter] of getters) {
+          const now = Object.getOwnPropertyDescriptor(g, other);
+          if (now && now.get === getter) define(other, exports[other]);
+        }
+        return g[name];
+      };
+      getters.set(name, get);
+      Object.defineProperty(g, name, { get, set: (value) => define(name, value), enumerable: true, configurable: true });
+    }
+  }
+
+  lazyGlobals("bytes", ["TextEncoder", "TextDecoder", "btoa", "atob"]);
+  lazyGlobals("url", ["URL", "URLSearchParams"]);
+  const bytes = () => load("bytes");
+  // Whether a value is an instance of a module's class, without loading the module for it (no
+  // instance can exist before the module is loaded).
+  const isInstance = (value, module, name) => modules.has(module) && value instanceof modules.get(module)[name];
+
+  // ---- console ---------------------------------------------------------------------------
+
+  function describe(value) {
+    if (typeof value === "string") return value;
+    if (value instanceof Error) return value.stack ? `${value.name}: ${value.message}\n${value.stack}` : `${value.name}: ${value.message}`;
+    if (typeof value === "function") return `[Function ${value.name || "(anonymous)"}]`;
+    if (typeof value === "bigint") return `${value}n`;
+    if (value === undefined || typeof value === "symbol") return String(value);
+    try {
+      return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(value);
+    } catch (_) {
+      return String(value);
+    }
+  }
+
+  const log = (level) => (...args) => { call("log", level, args.map(describe).join(" ")); };
+  g.console = { log: log("log"), info: log("info"), warn: log("warn"), error: log("error"), debug: log("debug") };
+  g.print = g.console.log;
+  const reportUncaught = (where, error) => g.console.error(`Uncaught (in ${where})`, error);
+
+  // ---- timers ----------------------------------------------------------------------------
+
+  const timers = new Map();
+  let nextTimerId = 1;
+
+  function schedule(callback, ms, args, repeat) {
+    const fn = typeof callback === "function" ? callback : () => (0, eval)(String(callback));
+    const id = nextTimerId++;
+    const delay = Math.max(0, Number(ms) || 0);
+    timers.set(id, { fn, args, delay, repeat });
+    call("timer", id, delay);
+    return id;
+  }
+
+  function cancel(id) {
+    if (timers.delete(id)) call("untimer", id);
+  }
+
+  function fireTimer(id) {
+    const timer = timers.get(id);
+    if (!timer) return;
+    if (timer.repeat) call("timer", id, Math.max(timer.delay, 1));
+    else timers.delete(id);
+    try {
+      timer.fn.apply(undefined, timer.args);
+    } catch (error) {
+      reportUncaught("timer", error);
+    }
+  }
+
+  g.setTimeout = (fn, ms, ...args) => schedule(fn, ms, args, false);
+  g.setInterval = (fn, ms, ...args) => schedule(fn, ms, args, true);
+  g.clearTimeout = g.clearInterval = (id) => { if (id != null) cancel(id); };
+  g.setImmediate = (fn, ...args) => schedule(fn, 0, args, false);
+  g.clearImmediate = g.clearTimeout;
+  g.queueMicrotask = (fn) => { Promise.resolve().then(fn).catch((e) => reportUncaught("microtask", e)); };
+  g.performance = { now: () => call("now") };
+
+  // ---- AbortController -------------------------------------------------------------------
+
+  class AbortSignal {
+    constructor() {
+      this.aborted = false;
+      this.reason = undefined;
+      this.onabort = null;
+      this._listeners = [];
+    }
+    addEventListener(type, fn) { if (type === "abort" && typeof fn === "function") this._listeners.push(fn); }
+    removeEventListener(type, fn) { this._listeners = this._listeners.filter((f) => f !== fn); }
+    throwIfAborted() { if (this.aborted) throw this.reason; }
+    _abort(reason) {
+      if (this.aborted) return;
+      this.aborted = true;
+      this.reason = reason === undefined ? new DOMException("This operation was aborted", "AbortError") : reason;
+      const event = { type: "abort", target: this };
+      for (const fn of [this.onabort, ...this._listeners]) {
+        if (typeof fn !== "function") continue;
+        try { fn.call(this, event); } catch (error) { reportUncaught("abort listener", error); }
+      }
+    }
+    static abort(reason) {
+      const signal = new AbortSignal();
+      signal._abort(reason);
+      return signal;
+    }
+    static timeout(ms) {
+      const signal = new AbortSignal();
+      g.setTimeout(() => signal._abort(new DOMException("The operation timed out.", "TimeoutError")), ms);
+      return signal;
+    }
+  }
+
+  class AbortController {
+    constructor() { this.signal = new AbortSignal(); }
+    abort(reason) { this.signal._abort(reason); }
+  }
+
+  // ---- fetch -----------------------------------------------------------------------------
+
+  class Headers {
+    constructor(init) {
+      this._map = new Map();
+      if (init instanceof Headers) init.forEach((v, k) => this.append(k, v));
+      else if (Array.isArray(init)) init.forEach(([k, v]) => this.append(k, v));
+      else if (init && typeof init === "object") Object.keys(init).forEach((k) => this.append(k, init[k]));
+    }
+    append(name, value) {
+      const key = String(name).toLowerCase();
+      const old = this._map.get(key);
+      this._map.set(key, old === undefined ? String(value) : old + ", " + String(value));
+    }
+    set(name, value) { this._map.set(String(name).toLowerCase(), String(value)); }
+    get(name) { const v = this._map.get(String(name).toLowerCase()); return v === undefined ? null : v; }
+    has(name) { return this._map.has(String(name).toLowerCase()); }
+    delete(name) { this._map.delete(String(name).toLowerCase()); }
+    forEach(callback, thisArg) { for (const [k, v] of this._map) callback.call(thisArg, v, k, this); }
+    *entries() { yield* this._map.entries(); }
+    *keys() { yield* this._map.keys(); }
+    *values() { yield* this._map.values(); }
+    [Symbol.iterator]() { return this.entries(); }
+  }
+
+  class Response {
+    constructor(body = null, init = {}) {
+      this.status = init.status === undefined ? 200 : init.status;
+      this.statusText = init.statusText || "";
+      this.ok = this.status >= 200 && this.status < 300;
+      this.headers = new Headers(init.headers);
+      this.url = init.url || "";
+      this.redirected = Boolean(init.redirected);
+      this.type = "default";
+      this.bodyUsed = false;
+      this._text = typeof body === "string" ? body : null;
+      this._bytes = body === null || typeof body === "string" ? null : bytes().toBytes(body, "body");
+    }
+    _consume() {
+      if (this.bodyUsed) return Promise.reject(new TypeError("Body has already been consumed"));
+      this.bodyUsed = true;
+      return Promise.resolve();
+    }
+    _raw() { return this._bytes || (this._text === null ? new Uint8Array(0) : bytes().utf8Encode(this._text)); }
+    text() { return this._consume().then(() => (this._text !== null ? this._text : bytes().utf8Decode(this._raw(), false))); }
+    json() { return this.text().then((t) => JSON.parse(t)); }
+    bytes() { return this._consume().then(() => this._raw()); }
+    arrayBuffer() { return this.bytes().then((b) => b.slice().buffer); }
+  }
+
+  function requestBody(body, headers) {
+    if (body === undefined || body === null) return {};
+    if (typeof body === "string") {
+      if (!headers.has("content-type")) headers.set("content-type", "text/plain;charset=UTF-8");
+      return { text: body };
+    }
+    if (isInstance(body, "url", "URLSearchParams")) {
+      if (!headers.has("content-type")) headers.set("content-type", "application/x-www-form-urlencoded;charset=UTF-8");
+      return { text: body.toString() };
+    }
+    if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return { b64: bytes().base64Encode(bytes().toBytes(body, "body")) };
+    return { text: String(body) };
+  }
+
+  const fetches = new Map();
+  let nextFetchId = 1;
+
+  g.fetch = function fetch(input, init = {}) {
+    return new Promise((resolve, reject) => {
+      const fromRequest = input && typeof input === "object" && !isInstance(input, "url", "URL") && "url" in input;
+      const url = new (load("url").URL)(fromRequest ? input.url : String(input)).href;
+      const method = String(init.method || (fromRequest && input.method) || "GET").toUpperCase();
+      const headers = new Headers(init.headers || (fromRequest ? input.headers : undefined));
+      const body = requestBody(init.body !== undefined ? init.body : fromRequest ? input.body : undefined, headers);
+      const signal = init.signal || (fromRequest ? input.signal : undefined);
+      if (signal && signal.aborted) return reject(signal.reason);
+      const id = nextFetchId++;
+      const onAbort = () => {
+        if (!fetches.delete(id)) return;
+        call("unfetch", id);
+        reject(signal.reason);
+      };
+      fetches.set(id, { resolve, reject, signal, onAbort });
+      if (signal) signal.addEventListener("abort", onAbort);
+      call("fetch", id, { url, method, headers: Array.from(headers.entries()), ...body });
+    });
+  };
+
+  function settleFetch(id, result) {
+    const pending = fetches.get(id);
+    if (!pending) return;
+    fetches.delete(id);
+    if (pending.signal) pending.signal.removeEventListener("abort", pending.onAbort);
+    if (result.error !== undefined) return pending.reject(new TypeError(result.error));
+    const body = result.b64 !== undefined ? bytes().base64Decode(result.b64) : result.text;
+    pending.resolve(new Response(body, result));
+  }
+
+  // ---- Wapo ------------------------------------------------------------------------------
+
+  const hexOf = (data, what) => bytes().toHex(bytes().toBytes(data, what));
+  const fromHex = (hex) => bytes().fromHex(hex);
+  const Wapo = {
+    deriveSecret: (salt) => fromHex(call("deriveSecret", hexOf(salt, "salt"))),
+    hash: (algorithm, data) => fromHex(call("hash", String(algorithm), hexOf(data, "data"))),
+    nonCryptographicHash: (algorithm, data) => fromHex(call("nonCryptographicHash", String(algorithm), hexOf(data, "data"))),
+    concatU8a(arrays) {
+      const total = arrays.reduce((n, a) => n + a.length, 0);
+      const merged = new Uint8Array(total);
+      let offset = 0;
+      for (const a of arrays) { merged.set(a, offset); offset += a.length; }
+      return merged;
+    },
+    workerPublicKey: () => fromHex(call("workerPublicKey")),
+    workerSign: (message) => fromHex(call("workerSign", hexOf(message, "message"))),
+    // No SGX outside the enclave: the documented answer where a quote is unavailable.
+    sgxQuote: () => undefined,
+    env: {},
+  };
+
+  Object.assign(g, {
+    DOMException, AbortSignal, AbortController, Headers, Response, Wapo, global: g, window: g,
+  });
+  g.process = { env: Wapo.env, argv: ["wapojs", "<eval>", ...(g.scriptArgs || [])], version: "v0.9.0" };
+
+  function events(kind, id, payload) {
+    if (kind === "timer") fireTimer(id);
+    else if (kind === "fetch") settleFetch(id, JSON.parse(payload));
+  }
+
+  function readOutput() {
+    const out = g.scriptOutput;
+    if (out === undefined) return JSON.stringify({ kind: "undefined" });
+    if (typeof out === "string") return JSON.stringify({ kind: "string", value: out });
+    if (out instanceof Uint8Array) return JSON.stringify({ kind: "bytes", value: bytes().utf8Decode(out, false) });
+    return JSON.stringify({ kind: out === null ? "null" : typeof out, value: String(out) });
+  }
+
+  g.__kit_events = events;
+  g.__kit_read_output = readOutput;
+})(globalThis, globalThis.__kit_host);
+
+//@module bytes
+// bytes, UTF-8, base64: TextEncoder, TextDecoder, btoa, atob and the core's byte helpers.
+(function (g, { DOMException }) {
+  "use strict";
+
 
   function utf8Encode(text) {
     const out = [];
@@ -122,7 +410,7 @@
     return out;
   }
 
-  g.btoa = function btoa(data) {
+  function btoa(data) {
     const s = String(data);
     const bytes = new Uint8Array(s.length);
     for (let i = 0; i < s.length; i++) {
@@ -131,13 +419,13 @@
       bytes[i] = c;
     }
     return base64Encode(bytes);
-  };
-  g.atob = function atob(data) {
+  }
+  function atob(data) {
     const bytes = base64Decode(data);
     let s = "";
     for (let i = 0; i < bytes.length; i += 8192) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 8192));
     return s;
-  };
+  }
 
   class TextEncoder {
     get encoding() { return "utf-8"; }
@@ -160,104 +448,14 @@
     }
   }
 
-  // ---- console ---------------------------------------------------------------------------
+  return { utf8Encode, utf8Decode, toBytes, toHex, fromHex, base64Encode, base64Decode, btoa, atob, TextEncoder, TextDecoder };
+})
 
-  function describe(value) {
-    if (typeof value === "string") return value;
-    if (value instanceof Error) return value.stack ? `${value.name}: ${value.message}\n${value.stack}` : `${value.name}: ${value.message}`;
-    if (typeof value === "function") return `[Function ${value.name || "(anonymous)"}]`;
-    if (typeof value === "bigint") return `${value}n`;
-    if (value === undefined || typeof value === "symbol") return String(value);
-    try {
-      return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(value);
-    } catch (_) {
-      return String(value);
-    }
-  }
+//@module url
+// URL, URLSearchParams.
+(function () {
+  "use strict";
 
-  const log = (level) => (...args) => { call("log", level, args.map(describe).join(" ")); };
-  g.console = { log: log("log"), info: log("info"), warn: log("warn"), error: log("error"), debug: log("debug") };
-  g.print = g.console.log;
-  const reportUncaught = (where, error) => g.console.error(`Uncaught (in ${where})`, error);
-
-  // ---- timers ----------------------------------------------------------------------------
-
-  const timers = new Map();
-  let nextTimerId = 1;
-
-  function schedule(callback, ms, args, repeat) {
-    const fn = typeof callback === "function" ? callback : () => (0, eval)(String(callback));
-    const id = nextTimerId++;
-    const delay = Math.max(0, Number(ms) || 0);
-    timers.set(id, { fn, args, delay, repeat });
-    call("timer", id, delay);
-    return id;
-  }
-
-  function cancel(id) {
-    if (timers.delete(id)) call("untimer", id);
-  }
-
-  function fireTimer(id) {
-    const timer = timers.get(id);
-    if (!timer) return;
-    if (timer.repeat) call("timer", id, Math.max(timer.delay, 1));
-    else timers.delete(id);
-    try {
-      timer.fn.apply(undefined, timer.args);
-    } catch (error) {
-      reportUncaught("timer", error);
-    }
-  }
-
-  g.setTimeout = (fn, ms, ...args) => schedule(fn, ms, args, false);
-  g.setInterval = (fn, ms, ...args) => schedule(fn, ms, args, true);
-  g.clearTimeout = g.clearInterval = (id) => { if (id != null) cancel(id); };
-  g.setImmediate = (fn, ...args) => schedule(fn, 0, args, false);
-  g.clearImmediate = g.clearTimeout;
-  g.queueMicrotask = (fn) => { Promise.resolve().then(fn).catch((e) => reportUncaught("microtask", e)); };
-  g.performance = { now: () => call("now") };
-
-  // ---- AbortController -------------------------------------------------------------------
-
-  class AbortSignal {
-    constructor() {
-      this.aborted = false;
-      this.reason = undefined;
-      this.onabort = null;
-      this._listeners = [];
-    }
-    addEventListener(type, fn) { if (type === "abort" && typeof fn === "function") this._listeners.push(fn); }
-    removeEventListener(type, fn) { this._listeners = this._listeners.filter((f) => f !== fn); }
-    throwIfAborted() { if (this.aborted) throw this.reason; }
-    _abort(reason) {
-      if (this.aborted) return;
-      this.aborted = true;
-      this.reason = reason === undefined ? new DOMException("This operation was aborted", "AbortError") : reason;
-      const event = { type: "abort", target: this };
-      for (const fn of [this.onabort, ...this._listeners]) {
-        if (typeof fn !== "function") continue;
-        try { fn.call(this, event); } catch (error) { reportUncaught("abort listener", error); }
-      }
-    }
-    static abort(reason) {
-      const signal = new AbortSignal();
-      signal._abort(reason);
-      return signal;
-    }
-    static timeout(ms) {
-      const signal = new AbortSignal();
-      g.setTimeout(() => signal._abort(new DOMException("The operation timed out.", "TimeoutError")), ms);
-      return signal;
-    }
-  }
-
-  class AbortController {
-    constructor() { this.signal = new AbortSignal(); }
-    abort(reason) { this.signal._abort(reason); }
-  }
-
-  // ---- URL, URLSearchParams --------------------------------------------------------------
 
   const formEncode = (s) => encodeURIComponent(s).replace(/%20/g, "+")
     .replace(/[!'()~]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
@@ -439,143 +637,5 @@
     }
   }
 
-  // ---- fetch -----------------------------------------------------------------------------
-
-  class Headers {
-    constructor(init) {
-      this._map = new Map();
-      if (init instanceof Headers) init.forEach((v, k) => this.append(k, v));
-      else if (Array.isArray(init)) init.forEach(([k, v]) => this.append(k, v));
-      else if (init && typeof init === "object") Object.keys(init).forEach((k) => this.append(k, init[k]));
-    }
-    append(name, value) {
-      const key = String(name).toLowerCase();
-      const old = this._map.get(key);
-      this._map.set(key, old === undefined ? String(value) : old + ", " + String(value));
-    }
-    set(name, value) { this._map.set(String(name).toLowerCase(), String(value)); }
-    get(name) { const v = this._map.get(String(name).toLowerCase()); return v === undefined ? null : v; }
-    has(name) { return this._map.has(String(name).toLowerCase()); }
-    delete(name) { this._map.delete(String(name).toLowerCase()); }
-    forEach(callback, thisArg) { for (const [k, v] of this._map) callback.call(thisArg, v, k, this); }
-    *entries() { yield* this._map.entries(); }
-    *keys() { yield* this._map.keys(); }
-    *values() { yield* this._map.values(); }
-    [Symbol.iterator]() { return this.entries(); }
-  }
-
-  class Response {
-    constructor(body = null, init = {}) {
-      this.status = init.status === undefined ? 200 : init.status;
-      this.statusText = init.statusText || "";
-      this.ok = this.status >= 200 && this.status < 300;
-      this.headers = new Headers(init.headers);
-      this.url = init.url || "";
-      this.redirected = Boolean(init.redirected);
-      this.type = "default";
-      this.bodyUsed = false;
-      this._text = typeof body === "string" ? body : null;
-      this._bytes = body === null || typeof body === "string" ? null : toBytes(body, "body");
-    }
-    _consume() {
-      if (this.bodyUsed) return Promise.reject(new TypeError("Body has already been consumed"));
-      this.bodyUsed = true;
-      return Promise.resolve();
-    }
-    _raw() { return this._bytes || (this._text === null ? new Uint8Array(0) : utf8Encode(this._text)); }
-    text() { return this._consume().then(() => (this._text !== null ? this._text : utf8Decode(this._raw(), false))); }
-    json() { return this.text().then((t) => JSON.parse(t)); }
-    bytes() { return this._consume().then(() => this._raw()); }
-    arrayBuffer() { return this.bytes().then((b) => b.slice().buffer); }
-  }
-
-  function requestBody(body, headers) {
-    if (body === undefined || body === null) return {};
-    if (typeof body === "string") {
-      if (!headers.has("content-type")) headers.set("content-type", "text/plain;charset=UTF-8");
-      return { text: body };
-    }
-    if (body instanceof URLSearchParams) {
-      if (!headers.has("content-type")) headers.set("content-type", "application/x-www-form-urlencoded;charset=UTF-8");
-      return { text: body.toString() };
-    }
-    if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return { b64: base64Encode(toBytes(body, "body")) };
-    return { text: String(body) };
-  }
-
-  const fetches = new Map();
-  let nextFetchId = 1;
-
-  g.fetch = function fetch(input, init = {}) {
-    return new Promise((resolve, reject) => {
-      const fromRequest = input && typeof input === "object" && !(input instanceof URL) && "url" in input;
-      const url = new URL(fromRequest ? input.url : String(input)).href;
-      const method = String(init.method || (fromRequest && input.method) || "GET").toUpperCase();
-      const headers = new Headers(init.headers || (fromRequest ? input.headers : undefined));
-      const body = requestBody(init.body !== undefined ? init.body : fromRequest ? input.body : undefined, headers);
-      const signal = init.signal || (fromRequest ? input.signal : undefined);
-      if (signal && signal.aborted) return reject(signal.reason);
-      const id = nextFetchId++;
-      const onAbort = () => {
-        if (!fetches.delete(id)) return;
-        call("unfetch", id);
-        reject(signal.reason);
-      };
-      fetches.set(id, { resolve, reject, signal, onAbort });
-      if (signal) signal.addEventListener("abort", onAbort);
-      call("fetch", id, { url, method, headers: Array.from(headers.entries()), ...body });
-    });
-  };
-
-  function settleFetch(id, result) {
-    const pending = fetches.get(id);
-    if (!pending) return;
-    fetches.delete(id);
-    if (pending.signal) pending.signal.removeEventListener("abort", pending.onAbort);
-    if (result.error !== undefined) return pending.reject(new TypeError(result.error));
-    const body = result.b64 !== undefined ? base64Decode(result.b64) : result.text;
-    pending.resolve(new Response(body, result));
-  }
-
-  // ---- Wapo ------------------------------------------------------------------------------
-
-  const Wapo = {
-    deriveSecret: (salt) => fromHex(call("deriveSecret", toHex(toBytes(salt, "salt")))),
-    hash: (algorithm, data) => fromHex(call("hash", String(algorithm), toHex(toBytes(data, "data")))),
-    nonCryptographicHash: (algorithm, data) => fromHex(call("nonCryptographicHash", String(algorithm), toHex(toBytes(data, "data")))),
-    concatU8a(arrays) {
-      const total = arrays.reduce((n, a) => n + a.length, 0);
-      const merged = new Uint8Array(total);
-      let offset = 0;
-      for (const a of arrays) { merged.set(a, offset); offset += a.length; }
-      return merged;
-    },
-    workerPublicKey: () => fromHex(call("workerPublicKey")),
-    workerSign: (message) => fromHex(call("workerSign", toHex(toBytes(message, "message")))),
-    // No SGX outside the enclave: the documented answer where a quote is unavailable.
-    sgxQuote: () => undefined,
-    env: {},
-  };
-
-  Object.assign(g, {
-    DOMException, TextEncoder, TextDecoder, AbortSignal, AbortController, URL, URLSearchParams,
-    Headers, Response, Wapo, global: g, window: g,
-  });
-  g.process = { env: Wapo.env, argv: ["wapojs", "<eval>", ...(g.scriptArgs || [])], version: "v0.9.0" };
-
-  function events(kind, id, payload) {
-    if (kind === "timer") fireTimer(id);
-    else if (kind === "fetch") settleFetch(id, JSON.parse(payload));
-  }
-
-  function readOutput() {
-    const out = g.scriptOutput;
-    if (out === undefined) return JSON.stringify({ kind: "undefined" });
-    if (typeof out === "string") return JSON.stringify({ kind: "string", value: out });
-    if (out instanceof Uint8Array) return JSON.stringify({ kind: "bytes", value: utf8Decode(out, false) });
-    return JSON.stringify({ kind: out === null ? "null" : typeof out, value: String(out) });
-  }
-
-  g.__kit_events = events;
-  g.__kit_read_output = readOutput;
-})(globalThis, globalThis.__kit_host);
+  return { URL, URLSearchParams };
+})
