@@ -272,23 +272,43 @@ class _Disarm:
         self.ctx = None
 
 
+_arming_checked = False
+
+
 def _arm_time_limit(ctx: Any, seconds: float) -> None:
     """Install the interrupt handler for good (see the module docstring): the call starts with
     the limit set, and deleting the only reference to `__kit_disarm` runs its finalizer inside
-    that same call, clearing the flag so the call's end leaves the handler in place."""
+    that same call, clearing the flag so the call's end leaves the handler in place. The first
+    context of the process also checks that host functions then work (the binding's behaviour,
+    the same for every context)."""
+    global _arming_checked
     ctx.set_time_limit(seconds)
     ctx.add_callable("__kit_disarm", _Disarm(ctx))
     ctx.eval("delete globalThis.__kit_disarm;")
+    if _arming_checked:
+        return
     ctx.add_callable("__kit_probe", lambda: True)
     if not ctx.eval("(() => { try { return __kit_probe(); } catch (e) { return false; } })()"):
         raise RuntimeError("the quickjs binding no longer allows arming its time limit this way; "
                            "install the quickjs version pinned in pyproject.toml")
     ctx.eval("delete globalThis.__kit_probe;")
+    _arming_checked = True
+
+
+_MODULE_MARK = "\n//@module "
 
 
 @lru_cache(maxsize=1)
-def _prelude() -> str:
-    return (Path(__file__).with_name("runtime_prelude.js")).read_text(encoding="utf-8")
+def _prelude_parts() -> tuple[str, dict[str, str]]:
+    """The prelude's core (evaluated in every context) and its modules by name (each compiled
+    only in the contexts that use it; see the head of runtime_prelude.js)."""
+    text = (Path(__file__).with_name("runtime_prelude.js")).read_text(encoding="utf-8")
+    core, *chunks = text.split(_MODULE_MARK)
+    modules = {}
+    for chunk in chunks:
+        name, _, source = chunk.partition("\n")
+        modules[name.strip()] = source
+    return core, modules
 
 
 @dataclass
@@ -337,13 +357,15 @@ class _Session:
         self.deadline = self.started + limits.time_seconds
         self.cpu_deadline = time.process_time() + limits.time_seconds
         self.logs: list[str] = []
+        self.request_json = ""
         self.loop = _Loop()
         self.ops: dict[str, Callable[..., Any]] = {
             "log": self._log, "now": self._now, "timer": self._set_timer,
             "untimer": self._clear_timer, "fetch": self._start_fetch, "unfetch": self._cancel_fetch,
             "deriveSecret": self._derive_secret, "hash": self._hash,
             "nonCryptographicHash": self._nc_hash, "workerPublicKey": self._public_key,
-            "workerSign": self._sign,
+            "workerSign": self._sign, "module": self._module_source,
+            "request": lambda: self.request_json,
         }
 
     # -- driving the context --
@@ -355,12 +377,15 @@ class _Session:
         ctx.set_memory_limit(self.limits.memory_bytes)
         ctx.set_max_stack_size(_STACK_BYTES)
         _arm_time_limit(ctx, self.limits.time_seconds)
+        # Every call into the binding gives up the GIL and takes it back (a wait under load),
+        # so the prelude does its setup in one call and hands its entry points over itself.
+        self.request_json = request_json
+        entry_points: list[Any] = []
         ctx.add_callable("__kit_host", self._host)
-        self._guard(ctx, ctx.eval, f"globalThis.scriptArgs = [{json.dumps(request_json)}];")
-        self._guard(ctx, ctx.eval, _prelude())
-        events, read_output = ctx.get("__kit_events"), ctx.get("__kit_read_output")
-        ctx.eval("delete globalThis.__kit_events; delete globalThis.__kit_read_output;"
-                 "delete globalThis.__kit_host;")
+        ctx.add_callable("__kit_register", lambda *functions: entry_points.extend(functions))
+        self._guard(ctx, ctx.eval, _prelude_parts()[0])
+        events, read_output = entry_points
+        entry_points.clear()  # the context holds the lambda: no cycle back to the context
         last_value = self._guard(ctx, ctx.eval, self.code)
         if not self._drive(ctx, events):
             return self._read_output(ctx, read_output, last_value)
@@ -483,12 +508,14 @@ class _Session:
             raise _ContractError(f"too many concurrent fetches (limit {_MAX_CONCURRENT_FETCHES})",
                                  "TypeError")
         timeout = max(min(self.limits.fetch_timeout, self._remaining()), 0.001)
-        self.loop.fetches.add(fetch_id)
-        threading.Thread(target=_fetch_into, args=(self.loop.done, fetch_id, spec, timeout),
-                         name=f"kit-fetch-{fetch_id}", daemon=True).start()
+        _fetch_workers.run(_fetch_into, self.loop.done, fetch_id, spec, timeout)
+        self.loop.fetches.add(fetch_id)  # its result is read by this thread, after this call
 
     def _cancel_fetch(self, fetch_id: int) -> None:
         self.loop.fetches.discard(fetch_id)
+
+    def _module_source(self, name: str) -> str:
+        return _prelude_parts()[1][name]
 
     def _derive_secret(self, salt_hex: str) -> str:
         return derive_secret(self.worker_key, self.code, bytes.fromhex(salt_hex)).hex()
@@ -507,6 +534,45 @@ class _Session:
 
     def _sign(self, message_hex: str) -> str:
         return worker_sign(self.worker_key, bytes.fromhex(message_hex)).hex()
+
+
+class _Workers:
+    """Daemon threads for fetches, reused: starting a thread per fetch cost about as much as the
+    fetch itself. A job never waits for a busy worker (a new thread starts when none is idle), so
+    a fetch's timeout runs from its start as before; a worker idle for `idle_seconds` ends.
+    Daemon threads, as before, so a fetch left running never holds the process open."""
+
+    def __init__(self, idle_seconds: float = 60.0) -> None:
+        self.idle_seconds = idle_seconds
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # workers waiting for a job and not yet promised one
+
+    def run(self, function: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1
+        if start:  # first, so that a thread that cannot start leaves no job behind
+            threading.Thread(target=self._work, name="kit-fetch", daemon=True).start()
+        self._jobs.put((function, args))
+
+    def _work(self) -> None:
+        while True:
+            try:
+                function, args = self._jobs.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # no job was promised to this worker: it may end
+                        self._idle -= 1
+                        return
+                continue
+            function(*args)  # never raises: _fetch_into hands every failure over
+            with self._lock:
+                self._idle += 1
+
+
+_fetch_workers = _Workers()
 
 
 def _fetch_into(done: queue.SimpleQueue, fetch_id: int, spec: dict[str, Any],

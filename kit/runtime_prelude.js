@@ -1,21 +1,26 @@
 // The WapoJS worker's globals, rebuilt over one host dispatcher (kit/runtime.py).
-// Evaluated first in every fresh context. It leaves the two entry points the host calls back
-// through (__kit_events, __kit_read_output); the host takes them and deletes all three names,
-// so nothing host-facing stays reachable from the contract.
+// Evaluated first in every fresh context, in one call: it takes the host's two functions
+// (__kit_host, __kit_register) and deletes their names, sets scriptArgs, and hands the two
+// entry points the host calls back through (events, readOutput) to __kit_register, so nothing
+// host-facing stays reachable from the contract.
 //
 // Compiling JavaScript is most of what a fresh context costs (about 65 us per KB here), so the
 // parts a contract rarely needs are modules at the end of this file, after "//@module NAME"
 // lines: kit/runtime.py cuts them off, and a module is compiled only when the contract first
-// touches one of its globals or the core needs it (e.g. fetch parses its URL with the url
-// module, a binary body needs the bytes module).
-(function (g, host) {
+// touches one of its globals or the core needs it (e.g. a binary fetch body needs the bytes
+// module). What nearly every contract uses (timers, fetch and its URL parsing) stays in the core.
+(function (g, host, register) {
   "use strict";
+  delete g.__kit_host;
+  delete g.__kit_register;
 
   function call(op, ...args) {
     const reply = JSON.parse(host(op, JSON.stringify(args)));
     if (reply.e !== undefined) throw new (reply.t === "TypeError" ? TypeError : Error)(reply.e);
     return reply.v;
   }
+
+  g.scriptArgs = [call("request")];
 
   class DOMException extends Error {
     constructor(message = "", name = "Error") {
@@ -160,6 +165,70 @@
     abort(reason) { this.signal._abort(reason); }
   }
 
+  // ---- URL parsing (the URL class is in the url module) ---------------------------------
+
+  const URL_PATTERN = /^([a-zA-Z][a-zA-Z0-9+.-]*:)(?:\/\/(?:([^:@/?#]*)(?::([^@/?#]*))?@)?(\[[^\]]*\]|[^:/?#]*)(?::(\d*))?)?([^?#]*)(\?[^#]*)?(#.*)?$/;
+  const SPECIAL_PORTS = { "http:": "80", "https:": "443", "ws:": "80", "wss:": "443", "ftp:": "21", "file:": "" };
+  const encodeRuns = (s) => s.replace(/[\x00-\x20"<>`{}\x7f-\uffff]+/g, (run) => encodeURIComponent(run));
+
+  function removeDotSegments(path) {
+    const out = [];
+    const segments = path.split("/");
+    segments.forEach((segment, i) => {
+      const last = i === segments.length - 1;
+      if (segment === "..") { if (out.length > 1) out.pop(); if (last) out.push(""); }
+      else if (segment === ".") { if (last) out.push(""); }
+      else out.push(segment);
+    });
+    return out.join("/");
+  }
+
+  const cleanUrlText = (value) => String(value).replace(/^[\x00-\x20]+|[\x00-\x20]+$/g, "").replace(/[\t\n\r]/g, "");
+
+  // Whether a URL_PATTERN match is a whole URL (a special scheme other than file: needs a host).
+  function isAbsoluteMatch(match) {
+    if (!match) return false;
+    const protocol = match[1].toLowerCase();
+    return !(protocol in SPECIAL_PORTS && match[4] === undefined && protocol !== "file:");
+  }
+
+  // A URL's parts, as the URL class keeps them (its fields).
+  function urlFields(match) {
+    const protocol = match[1].toLowerCase();
+    const special = protocol in SPECIAL_PORTS;
+    if (special && protocol !== "file:" && !match[4]) throw new TypeError(`Invalid URL: missing host`);
+    const hostname = match[4] === undefined ? null : match[4].toLowerCase();
+    const port = match[5] || "";
+    let path = encodeRuns(match[6] || "");
+    if (hostname !== null || special) path = removeDotSegments(path.startsWith("/") ? path : "/" + path);
+    return {
+      _protocol: protocol,
+      _username: match[2] || "",
+      _password: match[3] || "",
+      _hostname: hostname,
+      _port: port && String(Number(port)) !== SPECIAL_PORTS[protocol] ? String(Number(port)) : "",
+      _pathname: path,
+      _search: match[7] && match[7] !== "?" ? encodeRuns(match[7]) : "",
+      _hash: match[8] && match[8] !== "#" ? encodeRuns(match[8]) : "",
+    };
+  }
+
+  function hrefOf(u) {
+    const userinfo = u._username || u._password ? u._username + (u._password ? ":" + u._password : "") + "@" : "";
+    const authority = u._hostname !== null ? "//" + userinfo + u._hostname + (u._port ? ":" + u._port : "") : "";
+    return u._protocol + authority + u._pathname + u._search + u._hash;
+  }
+
+  // What `new URL(value).href` gives (no base), without compiling the url module.
+  function absoluteHref(value) {
+    const text = cleanUrlText(value);
+    const match = URL_PATTERN.exec(text);
+    if (!isAbsoluteMatch(match)) throw new TypeError(`Invalid URL: ${text}`);
+    return hrefOf(urlFields(match));
+  }
+
+  Object.assign(internals, { URL_PATTERN, encodeRuns, removeDotSegments, cleanUrlText, isAbsoluteMatch, urlFields, hrefOf });
+
   // ---- fetch -----------------------------------------------------------------------------
 
   class Headers {
@@ -230,7 +299,7 @@
   g.fetch = function fetch(input, init = {}) {
     return new Promise((resolve, reject) => {
       const fromRequest = input && typeof input === "object" && !isInstance(input, "url", "URL") && "url" in input;
-      const url = new (load("url").URL)(fromRequest ? input.url : String(input)).href;
+      const url = absoluteHref(fromRequest ? input.url : String(input));
       const method = String(init.method || (fromRequest && input.method) || "GET").toUpperCase();
       const headers = new Headers(init.headers || (fromRequest ? input.headers : undefined));
       const body = requestBody(init.body !== undefined ? init.body : fromRequest ? input.body : undefined, headers);
@@ -283,7 +352,7 @@
   Object.assign(g, {
     DOMException, AbortSignal, AbortController, Headers, Response, Wapo, global: g, window: g,
   });
-  g.process = { env: Wapo.env, argv: ["wapojs", "<eval>", ...(g.scriptArgs || [])], version: "v0.9.0" };
+  g.process = { env: Wapo.env, argv: ["wapojs", "<eval>", ...g.scriptArgs], version: "v0.9.0" };
 
   function events(kind, id, payload) {
     if (kind === "timer") fireTimer(id);
@@ -298,14 +367,14 @@
     return JSON.stringify({ kind: out === null ? "null" : typeof out, value: String(out) });
   }
 
-  g.__kit_events = events;
-  g.__kit_read_output = readOutput;
-})(globalThis, globalThis.__kit_host);
+  register(events, readOutput);
+})(globalThis, globalThis.__kit_host, globalThis.__kit_register);
 
 //@module bytes
 // bytes, UTF-8, base64: TextEncoder, TextDecoder, btoa, atob and the core's byte helpers.
-(function (g, { DOMException }) {
+(function (g, internals) {
   "use strict";
+  const { DOMException } = internals;
 
 
   function utf8Encode(text) {
@@ -452,9 +521,10 @@
 })
 
 //@module url
-// URL, URLSearchParams.
-(function () {
+// URL, URLSearchParams (the parsing itself is in the core, for fetch).
+(function (g, internals) {
   "use strict";
+  const { URL_PATTERN, encodeRuns, removeDotSegments, cleanUrlText, isAbsoluteMatch, urlFields, hrefOf } = internals;
 
 
   const formEncode = (s) => encodeURIComponent(s).replace(/%20/g, "+")
@@ -535,22 +605,6 @@
     toString() { return this._list.map(([k, v]) => formEncode(k) + "=" + formEncode(v)).join("&"); }
   }
 
-  const URL_PATTERN = /^([a-zA-Z][a-zA-Z0-9+.-]*:)(?:\/\/(?:([^:@/?#]*)(?::([^@/?#]*))?@)?(\[[^\]]*\]|[^:/?#]*)(?::(\d*))?)?([^?#]*)(\?[^#]*)?(#.*)?$/;
-  const SPECIAL_PORTS = { "http:": "80", "https:": "443", "ws:": "80", "wss:": "443", "ftp:": "21", "file:": "" };
-  const encodeRuns = (s) => s.replace(/[\x00-\x20"<>`{}\x7f-\uffff]+/g, (run) => encodeURIComponent(run));
-
-  function removeDotSegments(path) {
-    const out = [];
-    const segments = path.split("/");
-    segments.forEach((segment, i) => {
-      const last = i === segments.length - 1;
-      if (segment === "..") { if (out.length > 1) out.pop(); if (last) out.push(""); }
-      else if (segment === ".") { if (last) out.push(""); }
-      else out.push(segment);
-    });
-    return out.join("/");
-  }
-
   function resolveReference(ref, base) {
     if (ref.startsWith("//")) return base.protocol + ref;
     const authority = base.protocol + (base._hostname !== null ? "//" + base._userinfo() + base.host : "");
@@ -563,9 +617,9 @@
 
   class URL {
     constructor(url, base) {
-      const text = String(url).replace(/^[\x00-\x20]+|[\x00-\x20]+$/g, "").replace(/[\t\n\r]/g, "");
+      const text = cleanUrlText(url);
       let match = URL_PATTERN.exec(text);
-      if (!match || (match[1].toLowerCase() in SPECIAL_PORTS && match[4] === undefined && match[1].toLowerCase() !== "file:")) {
+      if (!isAbsoluteMatch(match)) {
         if (base === undefined) throw new TypeError(`Invalid URL: ${text}`);
         const baseUrl = base instanceof URL ? base : new URL(base);
         match = URL_PATTERN.exec(resolveReference(text, baseUrl));
@@ -574,20 +628,7 @@
       this._set(match);
     }
     _set(match) {
-      const protocol = match[1].toLowerCase();
-      const special = protocol in SPECIAL_PORTS;
-      if (special && protocol !== "file:" && !match[4]) throw new TypeError(`Invalid URL: missing host`);
-      this._protocol = protocol;
-      this._username = match[2] || "";
-      this._password = match[3] || "";
-      this._hostname = match[4] === undefined ? null : match[4].toLowerCase();
-      const port = match[5] || "";
-      this._port = port && String(Number(port)) !== SPECIAL_PORTS[protocol] ? String(Number(port)) : "";
-      let path = encodeRuns(match[6] || "");
-      if (this._hostname !== null || special) path = removeDotSegments(path.startsWith("/") ? path : "/" + path);
-      this._pathname = path;
-      this._search = match[7] && match[7] !== "?" ? encodeRuns(match[7]) : "";
-      this._hash = match[8] && match[8] !== "#" ? encodeRuns(match[8]) : "";
+      Object.assign(this, urlFields(match));
       this._params = null;
     }
     _userinfo() {
@@ -621,10 +662,7 @@
       }
       return this._params;
     }
-    get href() {
-      const authority = this._hostname !== null ? "//" + this._userinfo() + this.host : "";
-      return this._protocol + authority + this._pathname + this._search + this._hash;
-    }
+    get href() { return hrefOf(this); }
     set href(value) {
       const match = URL_PATTERN.exec(String(value));
       if (!match) throw new TypeError(`Invalid URL: ${value}`);
