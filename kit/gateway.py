@@ -17,19 +17,18 @@ the contract; the gen-1 request only defines GET, POST, PUT and PATCH, so other 
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from kit.errors import CidMismatch, InputError, KitError
+from kit.httpserver import BackgroundServer, KeepAliveHandler
 
 if TYPE_CHECKING:
     from kit.runtime import Limits
@@ -217,55 +216,30 @@ class LocalGateway:
         self.vault = Vault(vault_path)
         self.logs = InvocationLogs()
         self.limits = limits or Limits()
-        self.host, self.port = host, port
         self.worker_key, self.queue_timeout = worker_key, queue_timeout
         self.on_request = on_request
         self._slots = threading.BoundedSemaphore(max_concurrency)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        handler = type("GatewayHandler", (_Handler,), {"gateway": self})
+        self._http = BackgroundServer(host, port, handler, "local gateway")
 
     # -- lifecycle --
 
     @property
     def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the gateway is not started; call start() first")
-        host, port = self._server.server_address[:2]
+        host, port = self._http.address
         return f"http://{host}:{port}"
-
-    def _bind(self) -> None:
-        handler = type("GatewayHandler", (_Handler,), {"gateway": self})
-        try:
-            self._server = _Server((self.host, self.port), handler)
-        except OSError as exc:
-            raise InputError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
-                             "choose another --port") from None
 
     def start(self) -> str:
         """Bind and serve in a daemon thread; the base URL."""
-        self._bind()
-        assert self._server is not None
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        name="kit-gateway", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self.url
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted (binds first if not started)."""
-        if self._server is None:
-            self._bind()
-        assert self._server is not None
-        try:
-            self._server.serve_forever()
-        finally:
-            self._server.server_close()
+        """Serve in the calling thread until interrupted."""
+        self._http.serve_forever()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
 
     # -- routing --
 
@@ -389,49 +363,17 @@ def redacted_path(target: str) -> str:
 # ---- HTTP plumbing -------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default of 5 refuses connections under modest load
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that vanishes or stalls mid-request is routine, not a traceback."""
-        import sys
-
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-
 class _BadBody(Exception):
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.status)
         self.reply = reply
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(KeepAliveHandler):
     server_version = "kit-local-gateway"
-    sys_version = ""
     default_request_version = "HTTP/1.0"  # so that errors on junk still carry a status line
     timeout = SOCKET_TIMEOUT
-    # A buffered writer, so that an answer's status line, headers and body leave in one send
-    # (handle_one_request and finish flush it); bigger bodies go straight through.
-    wbufsize = 64 * 1024
     gateway: LocalGateway  # set on the subclass made per gateway
-
-    def setup(self) -> None:
-        super().setup()
-        # small writes (a 100 Continue, a body past the buffer) must not wait for the peer's
-        # delayed ACK: without this, Nagle's algorithm adds about 40 ms to such answers
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def handle_expect_100(self) -> bool:
-        """Send the 100 Continue now: the client waits for it before sending the body."""
-        answered = super().handle_expect_100()
-        self.wfile.flush()
-        return answered
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Silent: the library never prints; see LocalGateway(on_request=...)."""
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:

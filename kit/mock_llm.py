@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from kit.httpserver import BackgroundServer, KeepAliveHandler
 
 STAND_IN_LABEL = "kit-stand-in"
 DEFAULT_API_KEY = "mock-llm-key"
@@ -151,34 +151,9 @@ _ROUTES = {
 }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default of 5 refuses connections under modest load
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(KeepAliveHandler):
     server_version = "kit-mock-llm/stand-in"
-    sys_version = ""
-    protocol_version = "HTTP/1.1"
-    # A buffered writer, so that an answer leaves in one send (handle_one_request and finish
-    # flush it): the stand-in shares the CPU with what it serves in benchmarks.
-    wbufsize = 64 * 1024
     mock: MockLLM  # set on the subclass made per server
-
-    def setup(self) -> None:
-        super().setup()
-        # small writes (a 100 Continue, a body past the buffer) must not wait for the peer's
-        # delayed ACK: without this, Nagle's algorithm adds about 40 ms to such answers
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def handle_expect_100(self) -> bool:
-        """Send the 100 Continue now: the client waits for it before sending the body."""
-        answered = super().handle_expect_100()
-        self.wfile.flush()
-        return answered
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Quiet: the recorded requests are the log."""
 
     def send_payload(self, status: int, payload: bytes, content_type: str = JSON_TYPE) -> None:
         self.send_response(status)
@@ -229,44 +204,27 @@ class MockLLM:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  api_key: str = DEFAULT_API_KEY) -> None:
-        self.host, self.port, self.api_key = host, port, api_key
+        self.api_key = api_key
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        handler = type("MockLLMHandler", (_Handler,), {"mock": self})
+        self._http = BackgroundServer(host, port, handler, "stand-in LLM")
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the stand-in LLM is not started; call start() first")
-        host, port = self._server.server_address[:2]
+        host, port = self._http.address
         return f"http://{host}:{port}/v1"
 
     def start(self) -> str:
         """Bind, serve in a daemon thread, and return the base URL (ending in /v1)."""
-        from kit.errors import InputError
-
-        handler = type("MockLLMHandler", (_Handler,), {"mock": self})
-        try:
-            self._server = _Server((self.host, self.port), handler)
-        except OSError as exc:
-            raise InputError(f"cannot listen on {self.host}:{self.port} ({exc.strerror}); "
-                             "choose another --port") from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.1,), name="kit-mock-llm", daemon=True
-        )
-        self._thread.start()
+        self._http.start()
         return self.base_url
 
     def stop(self) -> None:
         self._stopping.set()  # wakes handlers sleeping in an injected delay
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
 
     def fail_next(self, status: int | None = 500, *, delay: float = 0.0, count: int = 1,
                   body: str | bytes | None = None) -> None:
