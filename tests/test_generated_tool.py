@@ -301,11 +301,11 @@ def test_a_failing_counter_callback_does_not_break_the_answer(package: Path) -> 
 
 def test_forwarded_provider_key_travels_only_in_the_body(package: Path) -> None:
     api_keys = KeyChain({"tee_vault_key": ["vault-key-1"], "tee_caller_token": [CALLER_TOKEN],
-                         "openai": ["sk-forwarded-42"]})
+                         "openai": ["test-forwarded-42"]})
     result, gateway = against(package, [ok_answer()], api_keys,
                               constants={"FORWARD_PROVIDER_KEY": True})
     assert result[0] == "stand-in gateway answer"
     request = gateway.requests[0]
-    assert request["body"]["api_key"] == "sk-forwarded-42"
-    assert "sk-forwarded-42" not in request["path"]
+    assert request["body"]["api_key"] == "test-forwarded-42"
+    assert "test-forwarded-42" not in request["path"]
     assert parse_qs(urlsplit(request["path"]).query) == {"key": ["vault-key-1"]}

@@ -226,7 +226,7 @@ def test_hostile_description_keeps_yaml_and_python_intact(
 def test_package_holds_no_secret(deployed_project: Path, local_gateway_factory: Any,
                                  ipfs_node: RunningNode) -> None:
     gateway = local_gateway_factory(ipfs_api=ipfs_node.api)
-    secrets = {"openaiApiKey": "sk-provider-secret-123456", "callerToken": "caller-token-98765"}
+    secrets = {"openaiApiKey": "test-provider-secret-123456", "callerToken": "caller-token-98765"}
     answer = requests.post(f"{gateway.url}/vaults",
                            json={"cid": latest_cid(deployed_project), "data": secrets},
                            timeout=10).json()

@@ -30,7 +30,7 @@ from kit.render import (
 )
 
 ProjectFactory = Callable[..., Path]
-KEY = "sk-test-provider-key-0123456789"
+KEY = "test-provider-key-0123456789"
 TOKEN = "caller-token-abcdef"
 
 HOSTILE = (

@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                         "X-Stub": "yes"})
 
     def _openai(self, entry: dict[str, Any]) -> None:
-        if entry["headers"].get("authorization") != "Bearer sk-test-123":
+        if entry["headers"].get("authorization") != "Bearer test-key-123":
             self._send(401, b'{"error": {"message": "Incorrect API key"}}',
                        {"Content-Type": "application/json"})
             return
@@ -504,7 +504,7 @@ main.apply(null, globalThis.scriptArgs).then(result => globalThis.scriptOutput =
 
 def test_phala_shaped_openai_contract_runs_unmodified(stub: Stub) -> None:
     code = PHALA_SHAPED.replace("__BASE__", stub.url)
-    secret = {"openaiApiKey": "sk-test-123"}
+    secret = {"openaiApiKey": "test-key-123"}
     get = invoke(code, make_request("GET", "/ipfs/Qm", [("chatQuery", "hi there"),
                                                         ("openAiModel", "gpt-4o-mini"),
                                                         ("key", "vaultkey")], secret=secret),
@@ -557,7 +557,7 @@ def kit_run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_kit_run_builds_the_request_and_hides_secrets(project: Path) -> None:
     done = kit_run(project, "--method", "post", "--query", "q=1", "--query", "q=2",
                    "--header", "X-Mixed-Case=v", "--body", '{"x": 1}',
-                   "--secret", "apiKey=sk-very-secret", "--json")
+                   "--secret", "apiKey=test-very-secret", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     echoed = json.loads(result["body"])
@@ -566,7 +566,7 @@ def test_kit_run_builds_the_request_and_hides_secrets(project: Path) -> None:
                       "queries": {"q": ["1", "2"]}, "headers": {"x-mixed-case": "v"},
                       "body": '{"x": 1}', "secretKeys": ["apiKey"]}
     assert result["logs"] == ["[log] secret is ***"]
-    assert "sk-very-secret" not in done.stdout + done.stderr
+    assert "test-very-secret" not in done.stdout + done.stderr
     key_file = project / "data-home" / "agent-contract-kit" / "worker.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
 
