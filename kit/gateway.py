@@ -98,14 +98,13 @@ class CodeStore:
         return code
 
     def _fetch_verified(self, cid: str) -> str:
-        for where, fetch in (("the IPFS node", self._from_ipfs), ("the project build",
-                                                                  self._from_project)):
-            data = fetch(cid)
-            if data is None:
-                continue
-            if not hashes_to(data, cid):
-                raise CidMismatch(f"{where} returned {len(data)} bytes for {cid} that do not hash "
-                                  "to that CID; refusing to run them")
+        data = self._from_ipfs(cid)
+        if data is not None and not hashes_to(data, cid):
+            raise CidMismatch(f"the IPFS node returned {len(data)} bytes for {cid} that do not "
+                              "hash to that CID; refusing to run them")
+        if data is None:
+            data = self._from_project(cid)  # verified there: another build is "not found"
+        if data is not None:
             return data.decode("utf-8", "replace")
         raise CodeNotFound(f"no code for {cid}: not on the IPFS node "
                            f"({self.ipfs_api or 'none configured'}) and not the project's build; "

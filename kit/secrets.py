@@ -39,17 +39,6 @@ class VaultBinding:
         }
 
 
-def parse_assignments(pairs: list[str]) -> dict[str, str]:
-    """`K=V` arguments to a dict; errors name the argument without echoing its value."""
-    values: dict[str, str] = {}
-    for index, pair in enumerate(pairs, 1):
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"secret #{index} must look like NAME=VALUE (value not shown)")
-        values[name.strip()] = value
-    return values
-
-
 def load_binding(project_dir: Path) -> VaultBinding | None:
     path = Path(project_dir) / SECRETS_FILE
     try:

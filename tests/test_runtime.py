@@ -583,7 +583,8 @@ def test_kit_run_human_output_and_failure_exit(project: Path) -> None:
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--query", "novalue"], "--query 'novalue' must look like NAME=VALUE"),
+    (["--query", "novalue"], "--query #1 must look like NAME=VALUE"),
+    (["--secret", "apiKey=ok", "--secret", "hunter2-no-equals"], "--secret #2 must look like"),
     (["--body", "{}"], "--body is only sent with POST, PATCH, PUT"),
     (["--method", "DELETE"], "method 'DELETE' is not part of the gen-1 protocol"),
 ])
@@ -592,6 +593,7 @@ def test_kit_run_rejects_bad_input(project: Path, args: list[str], fragment: str
     done = kit_run(project, *args)
     assert done.returncode == 2
     assert fragment in done.stderr
+    assert "hunter2" not in done.stderr  # a mistyped secret is never echoed
     assert done.stdout == ""
     assert (project / "dist" / "agent.js").read_bytes() == before
 

@@ -19,6 +19,20 @@ project_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 
 
+def parse_pairs(values: tuple[str, ...] | list[str], option: str) -> list[tuple[str, str]]:
+    """`NAME=VALUE` arguments, in order. Errors name the option and position, never the value:
+    the same parser reads secrets."""
+    from kit.errors import InputError
+
+    pairs = []
+    for position, value in enumerate(values, 1):
+        name, sep, rest = value.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"{option} #{position} must look like NAME=VALUE (value not shown)")
+        pairs.append((name.strip(), rest))
+    return pairs
+
+
 def emit(result: Any, as_json: bool, human: Callable[[Any], str]) -> None:
     """Print `result` as JSON or through its human formatter."""
     if as_json:

@@ -7,21 +7,11 @@ from typing import Any
 
 import click
 
-from kit.cli._common import emit, json_option, project_option
+from kit.cli._common import emit, json_option, parse_pairs, project_option
 from kit.errors import InputError, RuntimeFault
 
 CONTRACT_PATH = Path("dist") / "agent.js"
 _REDACTED = "***"
-
-
-def _pairs(values: tuple[str, ...], option: str) -> list[tuple[str, str]]:
-    pairs = []
-    for value in values:
-        name, sep, rest = value.partition("=")
-        if not sep or not name:
-            raise InputError(f"{option} {value!r} must look like NAME=VALUE")
-        pairs.append((name, rest))
-    return pairs
 
 
 def _redact(text: str, secrets: list[str]) -> str:
@@ -68,12 +58,12 @@ def run(
     code_bytes = contract.read_bytes()
     if body is not None and method.upper() not in BODY_METHODS:
         raise InputError(f"--body is only sent with {', '.join(BODY_METHODS)}; add --method POST")
-    secrets = dict(_pairs(secret, "--secret"))
+    secrets = dict(parse_pairs(secret, "--secret"))
     request = make_request(
         method,
         path or f"/ipfs/{bytes_cid(code_bytes, version=config.ipfs.cid_version)}",
-        _pairs(query, "--query"),
-        _pairs(header, "--header"),
+        parse_pairs(query, "--query"),
+        parse_pairs(header, "--header"),
         body,
         secrets or None,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from kit.cli._common import emit, json_option, project_option
+from kit.cli._common import emit, json_option, parse_pairs, project_option
 from kit.errors import InputError
 
 
@@ -26,9 +26,9 @@ def secrets() -> None:
 def set_(project_dir: Path, pairs: tuple[str, ...], env_names: tuple[str, ...],
          gateway_url: str | None, as_json: bool) -> None:
     """Post secrets to the gateway vault for the latest deployment."""
-    from kit.secrets import parse_assignments, set_secrets
+    from kit.secrets import set_secrets
 
-    values = parse_assignments(list(pairs))
+    values = dict(parse_pairs(pairs, "secret"))
     for name in env_names:
         if name not in os.environ:
             raise InputError(f"--from-env {name}: environment variable {name} is not set")
