@@ -39,7 +39,6 @@ LOG_RECORDS_PER_CID = 500
 IPFS_LOOKUP_TIMEOUT = 3.0
 QUEUE_TIMEOUT = 10.0
 SOCKET_TIMEOUT = 30.0
-ARTIFACT = Path("dist") / "agent.js"
 CONTRACT_METHODS = ("GET", "POST", "PUT", "PATCH")
 _HOP_BY_HOP = {"connection", "content-length", "transfer-encoding", "keep-alive", "upgrade"}
 _LOG_LEVELS = {"log": "INFO", "info": "INFO", "debug": "INFO", "warn": "WARN", "error": "ERROR"}
@@ -123,6 +122,8 @@ class CodeStore:
     def _from_project(self, cid: str) -> bytes | None:
         if self.project_dir is None:
             return None
+        from kit.project import ARTIFACT
+
         path = self.project_dir / ARTIFACT
         try:
             data = path.read_bytes()

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fixtures.ipfs_node import run_cli
 
-from kit.deploy import deploy
 from kit.mechtool import generate_tool
 from kit.node import free_port
 
@@ -24,10 +22,9 @@ def test_without_a_generated_tool(project_factory: Callable[..., Path],
     assert code == 2 and "run `kit tool` first" in err
 
 
-def test_gateway_down_is_an_outside_failure(project_factory: Callable[..., Path], ipfs_node: Any,
+def test_gateway_down_is_an_outside_failure(deployed_factory: Callable[..., Path],
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    project = project_factory(gateway_url=f"http://127.0.0.1:{free_port()}")
-    deploy(project, ipfs_api=ipfs_node.api)
+    project = deployed_factory(gateway_url=f"http://127.0.0.1:{free_port()}")
     generate_tool(project)
     secrets = project / ".kit" / "secrets.json"
     secrets.parent.mkdir(exist_ok=True)

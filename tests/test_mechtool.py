@@ -57,10 +57,8 @@ def component(package_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def deployed_project(project_factory: Callable[..., Path], ipfs_node: RunningNode) -> Path:
-    project = project_factory(description="Answers questions through a TEE.")
-    deploy(project, ipfs_api=ipfs_node.api)
-    return project
+def deployed_project(deployed_factory: Callable[..., Path]) -> Path:
+    return deployed_factory(description="Answers questions through a TEE.")
 
 
 def latest_cid(project: Path) -> str:
@@ -211,10 +209,9 @@ def test_refuses_invalid_names(deployed_project: Path) -> None:
 
 
 def test_hostile_description_keeps_yaml_and_python_intact(
-        project_factory: Callable[..., Path], ipfs_node: RunningNode) -> None:
+        deployed_factory: Callable[..., Path]) -> None:
     hostile = 'He said "hi" & \'bye\'\n---\nname: evil\n"""\n# not a comment: {x}'
-    project = project_factory(description=hostile)
-    deploy(project, ipfs_api=ipfs_node.api)
+    project = deployed_factory(description=hostile)
     result = generate_tool(project)
     documents = list(yaml.safe_load_all((result.package_dir / "component.yaml").read_text()))
     assert len(documents) == 1

@@ -12,16 +12,12 @@ import pytest
 import requests
 from fixtures.ipfs_node import reply, run_cli, standin_http
 
-from kit.deploy import deploy
-
 CANARY = "canary-secret-4f1c9e"
 
 
 @pytest.fixture
-def project(project_factory: Callable[..., Path], ipfs_node: Any) -> Path:
-    project = project_factory(caller_token_secret="callerToken")
-    deploy(project, ipfs_api=ipfs_node.api)
-    return project
+def project(deployed_factory: Callable[..., Path]) -> Path:
+    return deployed_factory(caller_token_secret="callerToken")
 
 
 def secrets_file(project: Path) -> Path:

@@ -10,7 +10,6 @@ import click
 from kit.cli._common import emit, json_option, parse_pairs, project_option
 from kit.errors import InputError, RuntimeFault
 
-CONTRACT_PATH = Path("dist") / "agent.js"
 _REDACTED = "***"
 
 
@@ -49,10 +48,11 @@ def run(
     """Run dist/agent.js once on one request, exactly as the gateway would."""
     from kit.cid import bytes_cid
     from kit.config import load_config
+    from kit.project import ARTIFACT
     from kit.runtime import BODY_METHODS, invoke, make_request
 
     config = load_config(project_dir)
-    contract = config.root / CONTRACT_PATH
+    contract = config.root / ARTIFACT
     if not contract.is_file():
         raise InputError(f"{contract} not found; run `kit build -C {project_dir}` first")
     code_bytes = contract.read_bytes()
