@@ -85,7 +85,7 @@ def call(project_dir: Path, prompt: str, *, model: str | None = None) -> CallRes
                  api_keys=KeyChain(keys), counter_callback=None)
     seconds = time.perf_counter() - started
     answer = result[0]
-    ok = not answer.startswith(namespace.get("ERROR_PREFIX", "Error"))
+    ok = not answer.startswith(namespace["ERROR_PREFIX"])
     return CallResult(tool, model, answer, ok, seconds, package_dir)
 
 
