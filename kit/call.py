@@ -2,7 +2,9 @@
 
 The package is loaded the mech's way: `component.yaml` names the entry point and the callable,
 the entry point's text is executed in a fresh namespace, and the callable is called with
-mech-style keyword arguments and a KeyChain.
+mech-style keyword arguments, a KeyChain and a token counter that behaves as the mech's
+(`UsageCounter`): it refuses a model the mech has no price for, as the mech's does, so that
+`kit call` shows whether a request would be billed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,31 @@ class KeyChain:
         return f"KeyChain(services={sorted(self.services)})"
 
 
+class UsageCounter:
+    """A token-cost callback with the mech's interface (TokenCounterCallback.__call__(model,
+    token_counter, **kwargs) with `input_tokens`/`output_tokens` or `*_prompt` texts) that
+    refuses models outside kit.mechtool.MECH_PRICED_MODELS with ValueError, as the mech does."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+
+    def __call__(self, model: str, token_counter: Callable[[str, str], int],
+                 **kwargs: Any) -> None:
+        from kit.mechtool import MECH_PRICED_MODELS
+
+        counts = {}
+        for kind in ("input", "output"):
+            if f"{kind}_prompt" in kwargs:
+                counts[kind] = token_counter(kwargs[f"{kind}_prompt"], model)
+            else:
+                counts[kind] = kwargs.get(f"{kind}_tokens", 0)
+        priced = model in MECH_PRICED_MODELS
+        self.reports.append({"model": model, "input_tokens": counts["input"],
+                             "output_tokens": counts["output"], "priced": priced})
+        if not priced:
+            raise ValueError(f"Model {model} not supported.")
+
+
 @dataclass(frozen=True)
 class CallResult:
     tool: str
@@ -48,6 +75,7 @@ class CallResult:
     ok: bool
     seconds: float
     package_dir: Path
+    usage: dict[str, Any] | None = None  # what the tool reported to the token counter
 
 
 def load_tool(package_dir: Path) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -80,13 +108,15 @@ def call(project_dir: Path, prompt: str, *, model: str | None = None) -> CallRes
         if binding.caller_token:
             keys[namespace["CALLER_TOKEN_SERVICE"]] = [binding.caller_token]
     tool = config.tool.prefix + model
+    counter = UsageCounter()
     started = time.perf_counter()
     result = run(tool=tool, prompt=prompt, model=model, nonce="kit-call",
-                 api_keys=KeyChain(keys), counter_callback=None)
+                 api_keys=KeyChain(keys), counter_callback=counter)
     seconds = time.perf_counter() - started
     answer = result[0]
     ok = not answer.startswith(namespace["ERROR_PREFIX"])
-    return CallResult(tool, model, answer, ok, seconds, package_dir)
+    usage = counter.reports[-1] if counter.reports else None
+    return CallResult(tool, model, answer, ok, seconds, package_dir, usage)
 
 
 def _package_dir(project_dir: Path, author: str, name: str) -> Path:

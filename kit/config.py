@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.errors import ConfigError
+from kit.errors import ConfigError, InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,15 +41,87 @@ DEFAULT_KEY_SECRETS = {
 PHALA_TESTNET_GATEWAY = "https://wapo-testnet.phala.network"
 LOCAL_GATEWAY = "http://127.0.0.1:8000"
 LOCAL_IPFS_API = "/ip4/127.0.0.1/tcp/5002/http"
+# [verify] answers: how the generated tool checks an answer's proof (kit/trust, issue 11)
+VERIFY_ANSWERS = ("attested", "signature", "off")
+TOOL_RESULTS = ("json", "text")  # [tool] result: what the tool returns as the mech result
 
-_AGENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}[a-z0-9]$")
-_PY_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_JS_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-_TOOL_PREFIX = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}$")
-_HTTP_URL = re.compile(r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
-_MULTIADDR = re.compile(r"^/(ip4|ip6|dns|dns4|dns6)/[^/\s]+/tcp/\d{1,5}(/https?)?$")
+# Every pattern is applied with fullmatch (a `$` would match before a trailing newline).
+_AGENT_NAME = re.compile(r"[a-z][a-z0-9-]{0,62}[a-z0-9]")
+_PY_IDENT = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_JS_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
+_TOOL_PREFIX = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,127}")
+# no whitespace or C0/C1 control character anywhere; no user-info (checked apart, see url_problem)
+_CONTROL = "\\x00-\\x20\\x7f-\\x9f"
+_HTTP_URL = re.compile(rf"https?://[^{_CONTROL}/?#]+(/[^{_CONTROL}?#]*)?")
+_MULTIADDR = re.compile(rf"/(ip4|ip6|dns|dns4|dns6)/([^{_CONTROL}/]+)/tcp/(\d{{1,5}})(/https?)?")
+
+
+def url_problem(value: str) -> str | None:
+    """Why `value` is not an http(s) URL the kit accepts (None when it is). Never quotes the
+    value: it may hold a credential."""
+    from urllib.parse import urlsplit
+
+    if not _HTTP_URL.fullmatch(value):
+        if any(ord(c) < 0x21 or 0x7F <= ord(c) <= 0x9F for c in value):
+            return "holds whitespace or a control character (a trailing newline counts)"
+        return "is not an http(s) URL like https://host/path (no query or fragment)"
+    url = urlsplit(value)
+    if "@" in url.netloc:
+        return ("holds user-info (user:password@host): a credential must never be in a URL "
+                "or agent.toml; keep keys in the vault")
+    try:
+        port = url.port
+    except ValueError:
+        return "has a port outside 1-65535"
+    if not url.hostname:
+        return "has no host"
+    if port == 0:
+        return "has a port outside 1-65535"
+    return None
+
+
+def ipfs_api_problem(value: str) -> str | None:
+    """Why `value` is not a node API address (a multiaddr or an http(s) URL); None when it is."""
+    import ipaddress
+
+    match = _MULTIADDR.fullmatch(value)
+    if match is None:
+        if value.startswith(("http://", "https://")):
+            return url_problem(value)
+        return ("is not a multiaddr like /ip4/127.0.0.1/tcp/5002/http or an http(s) URL"
+                if value.isprintable() else "holds a control character (a trailing newline "
+                "counts)")
+    kind, host, port = match.group(1), match.group(2), int(match.group(3))
+    if not 1 <= port <= 65535:
+        return f"has port {port}, outside 1-65535"
+    if kind in ("ip4", "ip6"):
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return f"has {host!r:.60}, which is not an {kind} address"
+        if address.version != int(kind[-1]):
+            return f"has {host!r:.60}, which is not an {kind} address"
+    return None
+
+
+def check_option_url(option: str, value: str) -> str:
+    """An http(s) URL given on the command line; InputError naming the option if malformed."""
+    problem = url_problem(value)
+    if problem:
+        raise InputError(f"{option}: the URL {problem}; pass e.g. {option} http://127.0.0.1:8000")
+    return value
+
+
+def check_option_ipfs_api(option: str, value: str) -> str:
+    """A node API address given on the command line; InputError naming the option if invalid."""
+    problem = ipfs_api_problem(value)
+    if problem:
+        raise InputError(
+            f"{option}: the address {problem}; pass e.g. {option} /ip4/127.0.0.1/tcp/5002/http"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -90,6 +162,12 @@ class ToolConfig:
     name: str
     version: str
     prefix: str
+    result: str = "json"  # "json": {"answer", "model", "proof"}; "text": the answer alone
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    answers: str = "signature"  # one of VERIFY_ANSWERS; "off" is unsafe (documented)
 
 
 @dataclass(frozen=True)
@@ -100,6 +178,7 @@ class ProjectConfig:
     ipfs: IpfsConfig
     tool: ToolConfig
     root: Path = field(compare=False)
+    verify: VerifyConfig = VerifyConfig()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -146,8 +225,15 @@ class _Section:
         self, key: str, default: str, pattern: re.Pattern[str] | None = None, hint: str = ""
     ) -> str:
         value = self.get(key, str, default)
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise ConfigError(self.key(key), f"{value!r:.80} is not valid; {hint}")
+        return value
+
+    def url(self, key: str, default: str) -> str:
+        value = self.get(key, str, default)
+        problem = url_problem(value)
+        if problem:
+            raise ConfigError(self.key(key), f"the value {problem}; use an http(s) URL")
         return value
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
@@ -173,7 +259,7 @@ def _reject_control_chars(key: str, value: str) -> str:
 
 def _agent(t: _Section) -> AgentConfig:
     token = t.get("caller_token_secret", str, "")
-    if token and not _JS_IDENT.match(token):
+    if token and not _JS_IDENT.fullmatch(token):
         raise ConfigError(t.key("caller_token_secret"), f"{token!r:.80} must be an identifier")
     if "name" not in t.table:
         raise ConfigError(t.key("name"), 'missing; add e.g. name = "my-agent" under [agent]')
@@ -192,7 +278,7 @@ def _provider(t: _Section) -> ProviderConfig:
     if not models:
         raise ConfigError(t.key("models"), "must list at least one model")
     for model in models:
-        if not isinstance(model, str) or not _MODEL.match(model):
+        if not isinstance(model, str) or not _MODEL.fullmatch(model):
             raise ConfigError(t.key("models"), f"{model!r:.80} is not a valid model name")
     if len(set(models)) != len(models):
         raise ConfigError(t.key("models"), "lists a model twice; list each model once")
@@ -203,8 +289,7 @@ def _provider(t: _Section) -> ProviderConfig:
         )
     return ProviderConfig(
         kind=kind,
-        base_url=t.text("base_url", DEFAULT_BASE_URLS[kind], _HTTP_URL, "use an http(s) URL")
-        .rstrip("/"),
+        base_url=t.url("base_url", DEFAULT_BASE_URLS[kind]).rstrip("/"),
         models=tuple(models),
         default_model=default_model,
         key_secret=t.text("key_secret", DEFAULT_KEY_SECRETS[kind], _JS_IDENT, "use an identifier"),
@@ -221,6 +306,7 @@ def _tool(t: _Section, agent_name: str) -> ToolConfig:
         name=t.text("name", default_name, _PY_IDENT, "use lowercase letters, digits and '_'"),
         version=t.text("version", "0.1.0", _SEMVER, "use MAJOR.MINOR.PATCH"),
         prefix=t.text("prefix", f"tee-{agent_name}-", _TOOL_PREFIX, "use a-z, 0-9, '-', '_', '.'"),
+        result=t.choice("result", "json", TOOL_RESULTS),
     )
 
 
@@ -232,7 +318,8 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "gateway": ("url",),
     "ipfs": ("api", "cid_version"),
-    "tool": ("author", "name", "version", "prefix"),
+    "tool": ("author", "name", "version", "prefix", "result"),
+    "verify": ("answers",),
 }
 
 
@@ -255,17 +342,19 @@ def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
         )
     gateway, ipfs = sections["gateway"], sections["ipfs"]
     api = ipfs.get("api", str, LOCAL_IPFS_API)
-    if not (_MULTIADDR.match(api) or _HTTP_URL.match(api)):
-        raise ConfigError(ipfs.key("api"), f"{api!r:.80} must be a multiaddr or http(s) URL")
+    problem = ipfs_api_problem(api)
+    if problem:
+        raise ConfigError(ipfs.key("api"), f"the value {problem}; use a multiaddr or http(s) URL")
     return ProjectConfig(
         agent=agent,
         provider=provider,
         gateway=GatewayConfig(
-            url=gateway.text("url", LOCAL_GATEWAY, _HTTP_URL, "use an http(s) URL").rstrip("/")
+            url=gateway.url("url", LOCAL_GATEWAY).rstrip("/")
         ),
         ipfs=IpfsConfig(api=api, cid_version=ipfs.choice("cid_version", 0, CID_VERSIONS)),
         tool=_tool(sections["tool"], agent.name),
         root=root,
+        verify=VerifyConfig(sections["verify"].choice("answers", "signature", VERIFY_ANSWERS)),
     )
 
 

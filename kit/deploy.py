@@ -1,8 +1,9 @@
 """`kit deploy` and `kit verify`: build, compute the CID locally, pin, check, fetch back, record.
 
 Nothing is recorded unless every check passes: the CID the backend returns must equal the one
-computed locally (else the pin this deploy created is removed), and the bytes a gateway serves
-for it must hash to it again. Each step reports through `progress` and is timed.
+computed locally, and the bytes a gateway serves for it must hash to it again. When a deploy
+fails, the pins it created are removed again (a pin that existed before is never touched).
+Each step reports through `progress` and is timed.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from kit.errors import CidMismatch, GatewayError, KitError, PinningError
+from kit.errors import CidMismatch, GatewayError, KitError, PinningError, map_os_errors
 
 if TYPE_CHECKING:
     from kit.config import ProjectConfig
+    from kit.ipfs import IpfsClient
     from kit.pinning import Pinned, Pinner
     from kit.project import BuildResult
     from kit.records import Deployment
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 DEFAULT_TIMEOUT = 30.0
 MAX_FETCH_BYTES = 64 * 2**20  # a contract is far smaller; bounds a misbehaving gateway
+ATTEST_TIMEOUT = 10.0  # seconds for the gateway's /attestation after a deploy
 
 
 @dataclass(frozen=True)
@@ -78,17 +81,36 @@ def deploy(
     timeout: float = DEFAULT_TIMEOUT,
     progress: Progress | None = None,
 ) -> DeployResult:
-    """Build, pin, check and record `project_dir`'s contract; raises a KitError on any failure."""
+    """Build, pin, check and record `project_dir`'s contract; raises a KitError on any failure.
+
+    Deploys of one project take turns (the records lock, held from the build to the record).
+    A failed deploy removes the pins it added (on the node and, once pinned, on the service)."""
+    from kit.config import check_option_ipfs_api, check_option_url, load_config
+    from kit.records import records_lock
+
+    if ipfs_api is not None:
+        check_option_ipfs_api("--ipfs-api", ipfs_api)
+    if gateway is not None:
+        check_option_url("--gateway", gateway)
+    steps = _Steps(progress)
+    with map_os_errors():  # the script calls this directly: no OSError past here either
+        config = load_config(project_dir)
+        with records_lock(config.root, waiting=steps.progress):
+            return _deploy_locked(config, steps, ipfs_api=ipfs_api,
+                                  pinning_service=pinning_service, gateway=gateway,
+                                  cid_version=cid_version, timeout=timeout)
+
+
+def _deploy_locked(config: ProjectConfig, steps: _Steps, *, ipfs_api: str | None,
+                   pinning_service: str | None, gateway: str | None, cid_version: int | None,
+                   timeout: float) -> DeployResult:
     from kit.cid import bytes_cid
-    from kit.config import load_config
     from kit.ipfs import IpfsClient
     from kit.node import resolve_api
     from kit.pinning import make_pinner
     from kit.project import build_project
     from kit.records import load_history, load_latest, record
 
-    steps = _Steps(progress)
-    config = load_config(project_dir)
     load_latest(config.root), load_history(config.root)  # a corrupt record fails before pinning
     with steps.step("render", "rendering the contract"):
         build = build_project(config.root, cid_version=cid_version)
@@ -96,26 +118,112 @@ def deploy(
     with steps.step("cid", f"computing the CIDv{build.cid_version} of the bytes on disk"):
         local_cid = bytes_cid(data, version=build.cid_version)
     client = IpfsClient(ipfs_api or resolve_api(config.ipfs.api), timeout)
-    pinner = make_pinner(pinning_service, client)
-    with steps.step("add", f"adding {build.size} bytes through the {pinner.name} backend"):
-        pinned = pinner.pin(data, local_cid, build.path.name, build.cid_version)
-    with steps.step("pin", f"checking the returned CID {pinned.cid} and the pin"):
-        _check_pinned(pinner, pinned, local_cid)
-    verified_via = gateway or pinner.gateway or client.gateway_url()
-    with steps.step("verify", f"fetching {local_cid} back through {verified_via}"):
-        check = verify_one(local_cid, verified_via, timeout=timeout, expected_size=len(data))
-        if not check.ok:
-            fault = GatewayError if check.cid is None else CidMismatch
-            raise fault(f"{check.error}; no deployment recorded (the pin stays)")
-    deployment = _deployment(config, build, local_cid, verified_via, pinner.name)
+    pinner = make_pinner(pinning_service, client, timeout=timeout)
+    with _PinUndo(pinner, client, local_cid) as undo:
+        with steps.step("add", f"adding {build.size} bytes through the {pinner.name} backend"):
+            undo.pinned = pinner.pin(data, local_cid, build.path.name, build.cid_version)
+        with steps.step("pin", f"checking the returned CID {undo.pinned.cid} and the pin"):
+            _check_pinned(pinner, undo.pinned, local_cid)
+        verified_via = gateway or pinner.gateway or client.gateway_url()
+        with steps.step("verify", f"fetching {local_cid} back through {verified_via}"):
+            check = verify_one(local_cid, verified_via, timeout=timeout, expected_size=len(data))
+            if not check.ok:
+                fault = GatewayError if check.cid is None else CidMismatch
+                raise fault(f"{check.error}; no deployment recorded")
+    deployment = _keep_signers(config.root, _deployment(config, build, local_cid, verified_via,
+                                                        pinner.name))
     with steps.step("record", "writing deployments/latest.json and history.json"):
         recorded = record(config.root, deployment)
+    warnings = _stale_secrets_warning(config.root, local_cid)
+    with steps.step("attest", f"recording the answer signer attested at {config.gateway.url}"):
+        deployment = _attest_signer(config.root, deployment, warnings)
     return DeployResult(
         cid=local_cid, cid_version=build.cid_version, backend=pinner.name,
         verified_via=verified_via, size=build.size, recorded=recorded,
-        record=deployment.to_dict(), timings_ms=steps.timings_ms,
-        warnings=_stale_secrets_warning(config.root, local_cid),
+        record=deployment.to_dict(), timings_ms=steps.timings_ms, warnings=warnings,
     )
+
+
+def _keep_signers(project_dir: Path, deployment: Deployment) -> Deployment:
+    """A re-deploy of the same CID keeps the signers attested for it."""
+    from dataclasses import replace
+
+    from kit.records import load_latest
+
+    latest = load_latest(project_dir)
+    if latest is None or latest.cid != deployment.cid:
+        return deployment
+    return replace(deployment, signers=latest.signers)
+
+
+def _attest_signer(project_dir: Path, deployment: Deployment, warnings: list[str]) -> Deployment:
+    """Attest the answer signer at the gateway (production checks) and record it; a failure is
+    a warning, never a failed deploy (`kit attest` retries it)."""
+    from kit.records import load_latest
+    from kit.trust.attestation import attest_deployment
+
+    try:
+        attest_deployment(project_dir, timeout=ATTEST_TIMEOUT)
+    except KitError as exc:
+        warnings.append(f"answer signer not recorded ({exc}); run `kit attest` when the gateway "
+                        "serves the contract (`--allow-dev-quote` for the local runtime)")
+        return deployment
+    return load_latest(project_dir) or deployment
+
+
+class _PinUndo:
+    """Undoes the pins a failed deploy added: the node's pin of the CID (when this run created
+    it; the node and pinning-service backends add the bytes to the node) and the remote pin
+    once a remote backend reported it as created. The outcome is appended to the error."""
+
+    def __init__(self, pinner: Pinner, client: IpfsClient, cid: str) -> None:
+        self.pinner, self.cid = pinner, cid
+        self.node = None if pinner.name == "pinata" else client  # Pinata never uses the node
+        self.pinned: Pinned | None = None
+        self.node_had_it = True
+
+    def __enter__(self) -> _PinUndo:
+        if self.node is not None:
+            self.node_had_it = self.node.is_pinned(self.cid)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
+        if exc is None:
+            return
+        notes = [note for note in (self._undo_remote(), self._undo_node()) if note]
+        if notes and isinstance(exc, KitError):
+            exc.args = (f"{exc}; " + "; ".join(notes),)
+
+    def _undo_remote(self) -> str:
+        pinned = self.pinned
+        if self.pinner.name == "node" or pinned is None or not pinned.created:
+            return ""  # the node's pin is undone below
+        if pinned.cid != self.cid:
+            return ""  # a mismatching pin was undone by _check_pinned
+        return _attempt(lambda: self.pinner.unpin(self.cid),
+                        f"the {self.pinner.name} pin this deploy added was removed",
+                        f"removing the {self.pinner.name} pin of {self.cid} failed")
+
+    def _undo_node(self) -> str:
+        node = self.node
+        if node is None or self.node_had_it:
+            return ""
+
+        def unpin() -> None:
+            if node.is_pinned(self.cid):
+                node.unpin(self.cid)
+
+        return _attempt(unpin, f"the node pin of {self.cid} this deploy added was removed",
+                        f"removing the node pin of {self.cid} failed; `ipfs pin rm` it by hand")
+
+
+def _attempt(action: Callable[[], None], done: str, failed: str) -> str:
+    try:
+        action()
+    except KitError as exc:
+        return f"{failed} ({exc})"
+    return done
 
 
 def _stale_secrets_warning(project_dir: Path, cid: str) -> list[str]:

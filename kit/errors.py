@@ -6,6 +6,11 @@ world (node down, gateway error, CID mismatch). Messages never contain secret va
 
 from __future__ import annotations
 
+import errno
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class KitError(Exception):
     """Base of every error the kit raises on purpose."""
@@ -50,3 +55,49 @@ class CidMismatch(ExternalError):
 
 class RuntimeFault(ExternalError):
     """A contract failed in the local runtime (throw, timeout, memory, invalid output)."""
+
+
+class PathError(InputError):
+    """A file or directory the kit must read or write is unusable (wrong kind, no permission,
+    missing parent). Translated from `OSError` at the boundary; the message names the path."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+# errno -> what to do, for the OSErrors a user can fix by changing a path (exit 2). Like httpx's
+# mapping table (httpx/_exceptions.py): one explicit list at the one boundary, nothing implicit.
+_PATH_ERRNOS: dict[int, str] = {
+    errno.ENOENT: "check the path",
+    errno.ENOTDIR: "a part of this path is a file, not a directory: move that file away or "
+                   "choose another path",
+    errno.EISDIR: "a file is needed here: move the directory away",
+    errno.EEXIST: "a directory is needed here: move the file away or choose another path",
+    errno.EACCES: "fix the permissions or choose another path",
+    errno.EPERM: "choose another path",
+    errno.EROFS: "choose another path",
+    errno.ELOOP: "fix the link",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.ENOTEMPTY: "move it away or choose another path",
+}
+
+
+def from_os_error(exc: OSError) -> KitError:
+    """The kit error for an `OSError`: PathError (exit 2) when the user can fix the path, else
+    ExternalError (exit 1: disk full, I/O error, a connection). Never carries file contents."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = (exc.strerror or type(exc).__name__).lower()
+    if path is not None and exc.errno in _PATH_ERRNOS:
+        return PathError(os.fsdecode(path), f"{reason}; {_PATH_ERRNOS[exc.errno]}")
+    where = f"{os.fsdecode(path)}: " if path is not None else ""
+    return ExternalError(f"{where}{reason}; the operating system refused: fix that and run again")
+
+
+@contextmanager
+def map_os_errors() -> Iterator[None]:
+    """Translate an `OSError` raised inside the block into the kit's tree (see from_os_error)."""
+    try:
+        yield
+    except OSError as exc:
+        raise from_os_error(exc) from None

@@ -307,7 +307,7 @@ class LocalGateway:
     def _store_secret(self, request: IncomingRequest) -> Reply:
         try:
             document = json.loads(request.body or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
             return error_reply(400, "invalid_json", 'send {"cid": "<cid>", "data": {...}}')
         if not isinstance(document, dict):
             return error_reply(400, "invalid_json", 'send {"cid": "<cid>", "data": {...}}')
@@ -384,7 +384,11 @@ class _Handler(KeepAliveHandler):
     def _read_body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding"):
             raise _BadBody(error_reply(411, "length_required", "send a Content-Length body"))
-        declared = self.headers.get("Content-Length")
+        values = self.headers.get_all("Content-Length") or []
+        if len(set(values)) > 1:  # which one frames the body is ambiguous: a smuggling vector
+            raise _BadBody(error_reply(400, "invalid_content_length",
+                                       "conflicting Content-Length headers"))
+        declared = values[0] if values else None
         if declared is None:
             return None
         if not (declared.isascii() and declared.isdigit()):

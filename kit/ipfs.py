@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from kit.cid import cid_version_of, to_cidv1_base32
 from kit.config import LOCAL_IPFS_API
-from kit.errors import NodeUnavailable, PinningError
+from kit.errors import InputError, NodeUnavailable, PinningError
 
 if TYPE_CHECKING:
     import ipfshttpclient
@@ -59,8 +59,16 @@ class IpfsClient:
     def _rpc(self) -> ipfshttpclient.Client:
         if self._client is None:
             import ipfshttpclient
+            from ipfshttpclient.exceptions import AddressError
 
-            self._client = ipfshttpclient.Client(addr=_as_multiaddr(self.api), timeout=self.timeout)
+            try:
+                self._client = ipfshttpclient.Client(addr=_as_multiaddr(self.api),
+                                                     timeout=self.timeout)
+            except AddressError:
+                raise InputError(
+                    f"the IPFS API address {self.api!r:.80} is not valid; pass --ipfs-api (or "
+                    "set ipfs.api) as a multiaddr like /ip4/127.0.0.1/tcp/5002/http or a URL"
+                ) from None
         return self._client
 
     @contextmanager

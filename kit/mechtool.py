@@ -9,7 +9,9 @@ component.yaml}` from `kit/templates/mech_tool/` and records the package hash in
   its folder name (`ipfs add -r -w`), as CIDv1 base32.
 
 The kit owns the package directory: unknown files in it are refused rather than silently
-published. Rendering and hashing happen in a staging directory first, so a failure leaves the
+published, except a `tests/` folder (as mech-predict's tools ship), which is fingerprinted and
+hashed with the package as Olas does (each file under its relative path, `__pycache__` and
+`*.pyc` skipped). Rendering and hashing happen in a staging directory first, so a failure leaves the
 previous package untouched; a package whose content changes gets the next patch version.
 """
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -40,7 +44,22 @@ PROVIDER_KEY_SERVICES = {
     "openai": "openai", "anthropic": "anthropic", "openai-compatible": "openai",
 }
 SKIPPED_ENTRIES = ("__pycache__",)
+TESTS_DIR = "tests"
+# What the generated tool imports beyond the standard library, pinned as mech-predict pins it
+# (valory-xyz/mech-predict pyproject.toml: "requests==2.32.5").
+TOOL_DEPENDENCIES = {"requests": "==2.32.5"}
+# The models the mech's token counter has a price for: the keys of TokenCounterCallback.
+# TOKEN_PRICES in valory-xyz/mech packages/valory/skills/task_execution/utils/benchmarks.py
+# (commit 0048fd2d88211f3379af56807cef11aa05ea1dde). Its __call__ raises ValueError("Model ...
+# not supported.") for any other name, and the mech then bills nothing for the request.
+MECH_PRICED_MODELS = frozenset({
+    "gpt-3.5-turbo", "gpt-3.5-turbo-0125", "gpt-3.5-turbo-1106", "gpt-4", "gpt-4-turbo-preview",
+    "gpt-4-0125-preview", "gpt-4-1106-preview", "claude-2", "claude-3-haiku-20240307",
+    "claude-3-sonnet-20240229", "claude-3-opus-20240229", "cohere/command-r-plus",
+    "databricks/dbrx-instruct:nitro", "nousresearch/nous-hermes-2-mixtral-8x7b-sft",
+})
 _RESOURCE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")  # the ecosystem's id pattern
+_HOLDER = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 
@@ -56,6 +75,7 @@ class ToolResult:
     author: str
     name: str
     changed: bool = True
+    warnings: tuple[str, ...] = ()
 
     @property
     def public_id(self) -> str:
@@ -72,6 +92,7 @@ class ToolResult:
             "version": self.version,
             "cid": self.cid,
             "changed": self.changed,
+            "warnings": list(self.warnings),
         }
 
 
@@ -136,22 +157,39 @@ def _yaml_scalar(value: Any) -> str:
     return text
 
 
-def _python_literal(value: str | list[str] | bool) -> str:
-    """A Python literal for `value`: JSON strings and lists of strings are valid Python."""
+def _python_literal(value: str | bool) -> str:
+    """A Python literal for `value` as black writes it (double quotes unless the text has some
+    and no single quote); a JSON string is a valid Python string."""
     if isinstance(value, bool):
         return repr(value)
-    return json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value, ensure_ascii=False)
+    if '"' in value and "'" not in value:
+        text = "'" + text[1:-1].replace('\\"', '"') + "'"
+    return text
+
+
+def _python_list(values: list[str]) -> str:
+    """A list literal black leaves as it is: one item a line, with the magic trailing comma."""
+    return "[\n" + "".join(f"    {_python_literal(v)},\n" for v in values) + "]"
 
 
 def _environment() -> SandboxedEnvironment:
     from kit.render import sandboxed_environment
 
-    filters = {"py": _python_literal, "yaml": _yaml_scalar}
+    filters = {"py": _python_literal, "pylist": _python_list, "yaml": _yaml_scalar}
     return sandboxed_environment(templates_dir() / "mech_tool", filters, trim_blocks=True)
 
 
+@dataclass(frozen=True)
+class ToolOptions:
+    """Choices `kit tool` exposes beyond agent.toml."""
+
+    copyright_holder: str | None = None  # default: the package author
+    used_params: bool = False  # return the 6-tuple with used_params
+
+
 def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, name: str,
-                  version: str) -> dict[str, Any]:
+                  version: str, options: ToolOptions) -> dict[str, Any]:
     description = config.agent.description or (
         f"Runs a prompt through the agent contract {config.agent.name} in a Phala TEE worker."
     )
@@ -168,7 +206,28 @@ def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, na
         "provider_key_service": PROVIDER_KEY_SERVICES[config.provider.kind],
         "caller_token_required": config.agent.caller_token_secret is not None,
         "forward_provider_key": config.provider.accept_key_in_body,
+        "return_used_params": options.used_params,
+        "copyright_holder": options.copyright_holder or author,
+        "copyright_year": datetime.now(timezone.utc).year,
+        "dependencies": TOOL_DEPENDENCIES,
     }
+
+
+def unpriced_models(models: tuple[str, ...] | list[str]) -> list[str]:
+    """The models the mech's token counter has no price for (it bills nothing for them)."""
+    return [model for model in models if model not in MECH_PRICED_MODELS]
+
+
+def _price_warnings(config: ProjectConfig) -> tuple[str, ...]:
+    missing = unpriced_models(config.provider.models)
+    if not missing:
+        return ()
+    return (
+        f"the mech's token counter has no price for {', '.join(missing)}: requests for "
+        f"{'it' if len(missing) == 1 else 'them'} are answered but billed 0 (TokenCounterCallback."
+        "TOKEN_PRICES in the mech's task_execution skill); price them there or set tool prices "
+        "(TOOLS_TO_PRICING) in the mech's service config",
+    )
 
 
 def _render(environment: SandboxedEnvironment, template: str, context: dict[str, Any]) -> bytes:
@@ -182,8 +241,40 @@ class _Package:
     package_hash: str
 
 
-def _build_package(context: dict[str, Any]) -> _Package:
-    """Render the three files and hash them in a staging directory named like the package."""
+def _hashed_files(package_dir: Path) -> list[str]:
+    """The files the package hash covers, as relative POSIX paths (Olas' ignore rules)."""
+    found = []
+    for path in sorted(package_dir.rglob("*")):
+        relative = path.relative_to(package_dir)
+        if any(not _hashed_entry(Path(part)) for part in relative.parts) or not path.is_file():
+            continue
+        found.append(relative.as_posix())
+    return found
+
+
+def _test_files(package_dir: Path) -> dict[str, bytes]:
+    """The package's own tests/ folder (kept across regenerations, never written by the kit)."""
+    tests = package_dir / TESTS_DIR
+    if not tests.is_dir():
+        return {}
+    files = {}
+    for relative in _hashed_files(package_dir):
+        if not relative.startswith(TESTS_DIR + "/"):
+            continue
+        if any(part.startswith(".") for part in relative.split("/")):
+            raise InputError(f"{package_dir / relative} is hidden; `ipfs add` would skip it "
+                             "while the package hash covers it: move it out")
+        data = (package_dir / relative).read_bytes()
+        if not data:
+            raise InputError(f"{package_dir / relative} is empty; the ecosystem cannot "
+                             "fingerprint empty files: give it content (e.g. a docstring)")
+        files[relative] = data
+    return files
+
+
+def _build_package(context: dict[str, Any], tests: dict[str, bytes]) -> _Package:
+    """Render the files and hash them (with tests/) in a staging directory named like the
+    package."""
     environment = _environment()
     name = context["name"]
     sources = {
@@ -193,9 +284,11 @@ def _build_package(context: dict[str, Any]) -> _Package:
     with tempfile.TemporaryDirectory(prefix="kit-tool-") as staging:
         package_dir = Path(staging) / name
         package_dir.mkdir()
-        for file_name, data in sources.items():
+        for file_name, data in {**sources, **tests}.items():
+            (package_dir / file_name).parent.mkdir(parents=True, exist_ok=True)
             (package_dir / file_name).write_bytes(data)
-        fingerprints = {file: file_fingerprint(package_dir / file) for file in sorted(sources)}
+        fingerprints = {file: file_fingerprint(package_dir / file)
+                        for file in sorted({**sources, **tests})}
         component = _render(environment, "component.yaml.j2",
                             {**context, "fingerprints": fingerprints})
         (package_dir / COMPONENT_FILE).write_bytes(component)
@@ -236,7 +329,7 @@ def _check_build_matches(project_dir: Path, deployment: Deployment) -> None:
 def _check_owned(package_dir: Path, name: str) -> None:
     if not package_dir.exists():
         return
-    expected = {"__init__.py", f"{name}.py", COMPONENT_FILE, *SKIPPED_ENTRIES}
+    expected = {"__init__.py", f"{name}.py", COMPONENT_FILE, TESTS_DIR, *SKIPPED_ENTRIES}
     unknown = sorted(entry.name for entry in package_dir.iterdir() if entry.name not in expected)
     if unknown:
         raise InputError(
@@ -325,7 +418,8 @@ def _choose_version(previous: str | None, configured: str, explicit: str | None,
 
 
 def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author: str | None = None,
-                  name: str | None = None, version: str | None = None) -> ToolResult:
+                  name: str | None = None, version: str | None = None,
+                  options: ToolOptions | None = None) -> ToolResult:
     """Write the mech tool package for the latest deployment and record its hash."""
     from kit.config import load_config
 
@@ -341,9 +435,16 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
     _check_owned(package_dir, name)
     packages_path = packages_dir / PACKAGES_FILE
     packages = _read_packages(packages_path)
+    options = options or ToolOptions()
+    holder = options.copyright_holder
+    if holder is not None and not _HOLDER.match(holder):
+        raise InputError(f"--copyright-holder {holder!r:.80} is not valid; use one line of "
+                         "1-100 printable characters")
+    tests = _test_files(package_dir)
 
     def render(candidate: str) -> _Rendered:
-        package = _build_package(_tool_context(config, deployment, author, name, candidate))
+        context = _tool_context(config, deployment, author, name, candidate, options)
+        package = _build_package(context, tests)
         return _Rendered(package, _on_disk(package_dir, package.files))
 
     chosen, rendered = _choose_version(_previous_version(package_dir), config.tool.version,
@@ -367,23 +468,34 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
         author=author,
         name=name,
         changed=not rendered.unchanged,
+        warnings=_price_warnings(config),
     )
 
 
 def push_package(package_dir: Path, expected_hash: str, *, ipfs_api: str,
                  timeout: float = 30.0) -> str:
-    """Add and pin the package directory wrapped (`ipfs add -r -w`); check the node's root CID.
+    """Add and pin exactly the files the package hash covers, wrapped (`ipfs add -r -w`), and
+    check the node's root CID. `__pycache__/` and `*.pyc` (which appear once the tool has been
+    imported) are left out, as the hash leaves them out.
 
-    Raises CidMismatch when the node's hash differs from `expected_hash` (compared as CIDv1).
+    Raises CidMismatch when the node's hash differs from `expected_hash` (compared as CIDv1),
+    after unpinning what it added.
     """
     from kit.cid import to_cidv1_base32
     from kit.ipfs import IpfsClient
 
     client = IpfsClient(ipfs_api, timeout=timeout)
-    root = client.add_directory(package_dir, wrap=True)
+    with tempfile.TemporaryDirectory(prefix="kit-push-") as staging:
+        copy = Path(staging) / package_dir.name
+        for relative in _hashed_files(package_dir):
+            (copy / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(package_dir / relative, copy / relative)
+        root = client.add_directory(copy, wrap=True)
     if to_cidv1_base32(root) != to_cidv1_base32(expected_hash):
+        client.unpin(root)
         raise CidMismatch(
             f"the IPFS node hashed {package_dir.name} to {to_cidv1_base32(root)}, the kit to "
-            f"{expected_hash}; the node's chunking or layout differs: do not publish this hash"
+            f"{expected_hash} (the pin was removed): the files changed since `kit tool` or the "
+            "node adds differently; run `kit tool` again and do not publish the old hash"
         )
     return to_cidv1_base32(root)

@@ -3,25 +3,40 @@
 It is not a language model and says so: its `Server` header, every response
 (`system_fingerprint` / `id` carry "kit-stand-in") and the CLI's output label it. It speaks the
 request and response shapes of OpenAI `POST /v1/chat/completions` (key in
-`Authorization: Bearer`) and Anthropic `POST /v1/messages` (key in `x-api-key`), and answers
-deterministically so that a test can compute the expected answer on its own:
+`Authorization: Bearer`) and Anthropic `POST /v1/messages` (key in `x-api-key` or, as the
+official `anthropic` SDK sends it, `Authorization: Bearer`), and answers deterministically so
+that a test can compute the expected answer on its own:
 
     answer            = "stand-in answer: " + sha256(last user message, UTF-8).hexdigest()[:16]
     prompt tokens     = whitespace-separated words of the system prompt and all messages
     completion tokens = words of the answer (always 3)
 
-`fail_next(...)` injects failures (a status, a delay, a raw body) into the next requests;
-`requests` records every request received.
+`"stream": true` is served in each provider's streaming format (server-sent events, sent with
+chunked transfer encoding), one event per word of the answer:
+- OpenAI: `data: {chat.completion.chunk}` lines (the first delta carries the role, the last an
+  empty delta with `finish_reason`), then `data: [DONE]`; with `stream_options.include_usage`
+  every chunk has `"usage": null` and a last chunk with no choices carries the usage.
+- Anthropic: typed events `message_start` (input tokens), `content_block_start`, `ping`,
+  `content_block_delta` (`text_delta`), `content_block_stop`, `message_delta` (stop reason and
+  output tokens), `message_stop`.
+
+`fail_next(...)` injects failures (a status with an optional Retry-After, a delay, a raw body)
+into the next requests; `parse_fault` reads the same from the CLI's `--fail` text; `requests`
+records every request received.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kit.errors import InputError
 from kit.httpserver import BackgroundServer, KeepAliveHandler
 
 STAND_IN_LABEL = "kit-stand-in"
@@ -29,6 +44,19 @@ DEFAULT_API_KEY = "mock-llm-key"
 ANSWER_PREFIX = "stand-in answer: "
 MAX_BODY_BYTES = 1 << 20
 JSON_TYPE = "application/json"
+SSE_TYPE = "text/event-stream; charset=utf-8"
+MAX_FAULT_COUNT = 1_000_000
+MAX_FAULT_DELAY = 3600.0
+
+# The error `type` each status gets (Anthropic's names, used in both shapes) and OpenAI's `code`.
+ERROR_KINDS = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 504: "timeout_error", 529: "overloaded_error",
+}
+OPENAI_CODES = {401: "invalid_api_key", 429: "rate_limit_exceeded"}
+
+AccessCallback = Callable[[str, str, int, float], None]  # method, path, status, elapsed ms
 
 
 def stand_in_answer(prompt: str) -> str:
@@ -37,6 +65,11 @@ def stand_in_answer(prompt: str) -> str:
 
 def word_count(texts: list[str]) -> int:
     return sum(len(text.split()) for text in texts)
+
+
+def answer_pieces(answer: str) -> list[str]:
+    """The streamed deltas: one per word, each but the first with its leading space."""
+    return re.findall(r"\s*\S+", answer)
 
 
 @dataclass(frozen=True)
@@ -53,14 +86,108 @@ class _Fault:
     delay: float
     body: str | bytes | None
     remaining: int
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One `--fail` option: the next `count` requests wait `delay` seconds, then answer
+    `status` (with `Retry-After: retry_after` when given, and `body` instead of the provider's
+    error shape when given); no status answers normally after the delay."""
+
+    status: int | None = None
+    delay: float = 0.0
+    count: int = 1
+    retry_after: float | None = None
+    body: str | None = None
 
 
 class ProviderError(Exception):
     """An answer in the provider's error shape (never leaves this module)."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, *,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, message
+        self.retry_after = retry_after
+
+
+# --- --fail text -------------------------------------------------------------------------
+
+FAULT_KEYS = ("status", "count", "delay", "retry-after", "body")
+
+
+def _split_fault(text: str) -> dict[str, str]:
+    """`k=v,k=v,...`; `body=` takes the rest of the text, commas included."""
+    fields: dict[str, str] = {}
+    rest = text
+    while rest:
+        key, sep, remainder = rest.partition("=")
+        key = key.strip().lower()
+        if not sep or not key:
+            raise InputError(f"--fail {text!r}: expected key=value pairs separated by commas "
+                             f"(keys: {', '.join(FAULT_KEYS)})")
+        if key not in FAULT_KEYS:
+            raise InputError(f"--fail {text!r}: unknown key {key!r} "
+                             f"(keys: {', '.join(FAULT_KEYS)})")
+        if key in fields:
+            raise InputError(f"--fail {text!r}: {key!r} is given twice")
+        value, rest = (remainder, "") if key == "body" else remainder.partition(",")[::2]
+        fields[key] = value if key == "body" else value.strip()
+    return fields
+
+
+def _number(text: str, key: str, value: str, low: float, high: float,
+            kind: type[int] | type[float]) -> Any:
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number != number or not low <= number <= high:  # NaN fails too
+        kind_name = "a whole number" if kind is int else "a number of seconds"
+        raise InputError(f"--fail {text!r}: {key} must be {kind_name} "
+                         f"from {int(low)} to {int(high)}")
+    return number
+
+
+def parse_fault(text: str) -> FaultSpec:
+    """Read one `--fail` value, e.g. `status=429,count=2,retry-after=1`, `delay=8`,
+    `status=200,body=not json`. Raises InputError naming the key."""
+    fields = _split_fault(text)
+    status = fields.get("status")
+    spec = FaultSpec(
+        status=None if status is None else _number(text, "status", status, 200, 599, int),
+        delay=_number(text, "delay", fields.get("delay", "0"), 0, MAX_FAULT_DELAY, float),
+        count=_number(text, "count", fields.get("count", "1"), 1, MAX_FAULT_COUNT, int),
+        retry_after=None if "retry-after" not in fields else
+        _number(text, "retry-after", fields["retry-after"], 0, MAX_FAULT_DELAY, float),
+        body=fields.get("body"),
+    )
+    if spec.status is None and spec.delay == 0:
+        raise InputError(f"--fail {text!r}: give a status, a delay, or both")
+    if spec.status is None and (spec.body is not None or spec.retry_after is not None):
+        raise InputError(f"--fail {text!r}: body and retry-after need a status")
+    if spec.status is not None and spec.status < 300 and spec.body is None:
+        raise InputError(f"--fail {text!r}: a {spec.status} answer needs body=... "
+                         "(to answer normally after a delay, give only delay=)")
+    return spec
+
+
+def describe_fault(spec: FaultSpec) -> str:
+    """One line for the CLI: what the next requests will get."""
+    parts = [f"next {spec.count} request(s)"]
+    if spec.delay:
+        parts.append(f"wait {spec.delay:g} s")
+    if spec.status is None:
+        parts.append("then answer normally")
+    else:
+        parts.append(f"answer {spec.status}" + (" with the given body" if spec.body else ""))
+        if spec.retry_after is not None:
+            parts.append(f"Retry-After: {spec.retry_after:g}")
+    return ", ".join(parts)
+
+
+# --- answers -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -96,6 +223,14 @@ def _read_prompt(body: Any, *, system_field: bool) -> _Prompt:
     if system_field and body.get("system") is not None:
         texts.insert(0, _text_of(body["system"]))
     return _Prompt(model=model, user=users[-1], texts=texts)
+
+
+def wants_stream(body: Any) -> bool:
+    if not isinstance(body, dict) or body.get("stream") in (None, False):
+        return False
+    if body["stream"] is not True:
+        raise ProviderError(400, "invalid_request_error", "'stream' must be a boolean")
+    return True
 
 
 def openai_completion(body: Any) -> dict[str, Any]:
@@ -136,8 +271,75 @@ def anthropic_message(body: Any) -> dict[str, Any]:
     }
 
 
+# --- streams (server-sent events) --------------------------------------------------------
+
+
+def _sse(data: Any, event: str | None = None) -> bytes:
+    name = f"event: {event}\n" if event else ""
+    return f"{name}data: {json.dumps(data)}\n\n".encode()
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise ProviderError(400, "invalid_request_error", "'stream_options' must be an object")
+    return options.get("include_usage") is True
+
+
+def openai_stream(body: Any) -> list[bytes]:
+    """The chunks of `openai_completion(body)` as OpenAI streams them, ending in [DONE]."""
+    completion = openai_completion(body)
+    include_usage = _include_usage(body)
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "created": 0,
+            "model": completion["model"], "system_fingerprint": STAND_IN_LABEL}
+
+    def chunk(choices: list[dict[str, Any]], usage: Any = None) -> bytes:
+        data = {**base, "choices": choices}
+        if include_usage:
+            data["usage"] = usage
+        return _sse(data)
+
+    def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    answer = completion["choices"][0]["message"]["content"]
+    events = [chunk([choice({"role": "assistant", "content": ""})])]
+    events += [chunk([choice({"content": piece})]) for piece in answer_pieces(answer)]
+    events.append(chunk([choice({}, "stop")]))
+    if include_usage:
+        events.append(chunk([], completion["usage"]))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def anthropic_stream(body: Any) -> list[bytes]:
+    """The events of `anthropic_message(body)` as Anthropic streams them."""
+    message = anthropic_message(body)
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+             "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}}
+    events = [
+        _sse({"type": "message_start", "message": start}, "message_start"),
+        _sse({"type": "content_block_start", "index": 0,
+              "content_block": {"type": "text", "text": ""}}, "content_block_start"),
+        _sse({"type": "ping"}, "ping"),
+    ]
+    events += [_sse({"type": "content_block_delta", "index": 0,
+                     "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
+               for piece in answer_pieces(message["content"][0]["text"])]
+    events += [
+        _sse({"type": "content_block_stop", "index": 0}, "content_block_stop"),
+        _sse({"type": "message_delta",
+              "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+              "usage": {"output_tokens": message["usage"]["output_tokens"]}}, "message_delta"),
+        _sse({"type": "message_stop"}, "message_stop"),
+    ]
+    return events
+
+
 def openai_error(error: ProviderError) -> dict[str, Any]:
-    code = "invalid_api_key" if error.status == 401 else None
+    code = OPENAI_CODES.get(error.status)
     return {"error": {"message": error.message, "type": error.kind, "param": None, "code": code}}
 
 
@@ -145,26 +347,69 @@ def anthropic_error(error: ProviderError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error.kind, "message": error.message}}
 
 
-_ROUTES = {
-    "/v1/chat/completions": (openai_completion, openai_error),
-    "/v1/messages": (anthropic_message, anthropic_error),
-}
+@dataclass(frozen=True)
+class _Provider:
+    answer: Callable[[Any], dict[str, Any]]
+    stream: Callable[[Any], list[bytes]]
+    error: Callable[[ProviderError], dict[str, Any]]
+    anthropic: bool
+
+
+OPENAI = _Provider(openai_completion, openai_stream, openai_error, anthropic=False)
+ANTHROPIC = _Provider(anthropic_message, anthropic_stream, anthropic_error, anthropic=True)
+_ROUTES = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
 
 
 class _Handler(KeepAliveHandler):
     server_version = "kit-mock-llm/stand-in"
     mock: MockLLM  # set on the subclass made per server
+    status_sent = 0
 
-    def send_payload(self, status: int, payload: bytes, content_type: str = JSON_TYPE) -> None:
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.status_sent = code
+        super().send_response(code, message)
+
+    def send_payload(self, status: int, payload: bytes, content_type: str = JSON_TYPE,
+                     retry_after: float | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("X-Stand-In", "this is not a language model")
+        if retry_after is not None:
+            self.send_header("Retry-After", _seconds(retry_after))
         self.end_headers()
         self.wfile.write(payload)
 
-    def _send_json(self, status: int, value: Any) -> None:
-        self.send_payload(status, json.dumps(value).encode())
+    def send_stream(self, events: list[bytes]) -> None:
+        """Server-sent events in HTTP/1.1 chunks, each flushed as it is written (an HTTP/1.0
+        client gets them unchunked, ended by closing the connection)."""
+        chunked = self.request_version == "HTTP/1.1"
+        self.send_response(200)
+        self.send_header("Content-Type", SSE_TYPE)
+        self.send_header("Cache-Control", "no-cache")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.send_header("X-Stand-In", "this is not a language model")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event) if chunked else event)
+            self.wfile.flush()
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _send_error(self, error: ProviderError, provider: _Provider) -> None:
+        payload = json.dumps(provider.error(error)).encode()
+        self.send_payload(error.status, payload, retry_after=error.retry_after)
 
     def _read_body(self) -> bytes:
         try:
@@ -177,34 +422,46 @@ class _Handler(KeepAliveHandler):
         return self.rfile.read(length)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        route = _ROUTES.get(self.path.split("?")[0])
-        answer_for, error_shape = route or (openai_completion, openai_error)
+        started, self.status_sent = time.monotonic(), 0  # 0: no answer (dropped at a stop)
         try:
-            raw = self._read_body()
-            body = self.mock.record(self, raw)
+            self._answer_post()
+        finally:
+            self.mock.report(self.command, self.path, self.status_sent, started)
+
+    def _answer_post(self) -> None:
+        route = _ROUTES.get(self.path.split("?")[0])
+        provider = route or OPENAI
+        try:
+            body = self.mock.record(self, self._read_body())
             if route is None:
                 raise ProviderError(404, "not_found_error", f"no route {self.path}; stand-in "
                                     "routes: /v1/chat/completions, /v1/messages")
             if self.mock.apply_fault(self):
                 return
-            self.mock.check_key(self.headers, anthropic=error_shape is anthropic_error)
-            self._send_json(200, answer_for(body))
+            self.mock.check_key(self.headers, anthropic=provider.anthropic)
+            if wants_stream(body):
+                self.send_stream(provider.stream(body))
+            else:
+                self.send_payload(200, json.dumps(provider.answer(body)).encode())
         except ProviderError as error:
-            self._send_json(error.status, error_shape(error))
+            self._send_error(error, provider)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        started, self.status_sent = time.monotonic(), 0
         self.mock.record(self, b"")
-        self._send_json(404, openai_error(ProviderError(
+        self._send_error(ProviderError(
             404, "not_found_error", "stand-in routes: POST /v1/chat/completions, POST /v1/messages"
-        )))
+        ), OPENAI)
+        self.mock.report(self.command, self.path, self.status_sent, started)
 
 
 class MockLLM:
     """A stand-in OpenAI/Anthropic endpoint serving in a background thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 api_key: str = DEFAULT_API_KEY) -> None:
+                 api_key: str = DEFAULT_API_KEY, on_request: AccessCallback | None = None) -> None:
         self.api_key = api_key
+        self.on_request = on_request
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -227,11 +484,17 @@ class MockLLM:
         self._http.stop()
 
     def fail_next(self, status: int | None = 500, *, delay: float = 0.0, count: int = 1,
-                  body: str | bytes | None = None) -> None:
+                  body: str | bytes | None = None, retry_after: float | None = None) -> None:
         """The next `count` requests wait `delay` seconds, then answer `status` with `body`
-        (default: the provider's error shape); status None answers normally after the delay."""
+        (default: the provider's error shape) and `Retry-After: retry_after` when given;
+        status None answers normally after the delay. Faults queue in the order given."""
         with self._lock:
-            self._faults.append(_Fault(status=status, delay=delay, body=body, remaining=count))
+            self._faults.append(_Fault(status=status, delay=delay, body=body, remaining=count,
+                                       retry_after=retry_after))
+
+    def add_fault(self, spec: FaultSpec) -> None:
+        self.fail_next(spec.status, delay=spec.delay, count=spec.count, body=spec.body,
+                       retry_after=spec.retry_after)
 
     def record(self, handler: _Handler, raw: bytes) -> Any:
         try:
@@ -241,6 +504,10 @@ class MockLLM:
         headers = {name.lower(): value for name, value in handler.headers.items()}
         self.requests.append(RecordedRequest(handler.command, handler.path, headers, body))
         return body
+
+    def report(self, method: str, path: str, status: int, started: float) -> None:
+        if self.on_request is not None:
+            self.on_request(method, path, status, (time.monotonic() - started) * 1000)
 
     def _take_fault(self) -> _Fault | None:
         with self._lock:
@@ -263,18 +530,20 @@ class MockLLM:
         if fault.status is None:
             return False
         if fault.body is None:
-            raise ProviderError(fault.status, "api_error", "injected failure (stand-in)")
+            raise ProviderError(fault.status, ERROR_KINDS.get(fault.status, "api_error"),
+                                "injected failure (stand-in)", retry_after=fault.retry_after)
         payload = fault.body.encode() if isinstance(fault.body, str) else fault.body
-        handler.send_payload(fault.status, payload, "text/plain")
+        handler.send_payload(fault.status, payload, "text/plain", fault.retry_after)
         return True
 
     def check_key(self, headers: Any, *, anthropic: bool) -> None:
-        if anthropic:
+        """OpenAI: `Authorization: Bearer`. Anthropic: `x-api-key`, or `Authorization: Bearer`
+        as the official SDK sends it (x-api-key wins when both are present)."""
+        bearer = headers.get("Authorization") or ""
+        given = bearer[7:] if bearer.startswith("Bearer ") else None
+        if anthropic and headers.get("x-api-key") is not None:
             given = headers.get("x-api-key")
-        else:
-            value = headers.get("Authorization") or ""
-            given = value[7:] if value.startswith("Bearer ") else None
         if given != self.api_key:
-            where = "x-api-key" if anthropic else "Authorization: Bearer"
+            where = "x-api-key or Authorization: Bearer" if anthropic else "Authorization: Bearer"
             raise ProviderError(401, "authentication_error",
                                 f"missing or wrong API key in {where} (stand-in)")

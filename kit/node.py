@@ -228,6 +228,42 @@ def _init_repo(repo: Path, init_argv: list[str], timeout: float) -> None:
               env={**os.environ, "IPFS_PATH": str(repo)})
 
 
+# --- a daemon killed with SIGKILL --------------------------------------------------------------
+
+
+STALE_FILES = ("repo.lock", "api")  # what a killed daemon leaves in its repository
+
+
+def _clear_stale_locks(repo: Path) -> None:
+    """Remove the lock and API file a killed daemon left (js-ipfs refuses to start while the
+    lock is younger than its 10 s staleness). Called only when the recorded daemon is gone; if
+    the API the file names still answers, another daemon owns the repository: refuse instead."""
+    api = _read_api_file(repo / "api")
+    if api is not None and _api_answers(api):
+        raise NodeUnavailable(
+            f"another IPFS daemon, not started by `kit node up`, uses {repo} (its API {api} "
+            "answers); stop it, or choose another repository with --repo"
+        )
+    for name in STALE_FILES:
+        path = repo / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _read_api_file(path: Path) -> str | None:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    try:
+        multiaddr_to_url(text)
+    except InputError:
+        return None  # unreadable: nothing can answer at it
+    return text
+
+
 # --- lifecycle ------------------------------------------------------------------------------
 
 
@@ -249,6 +285,7 @@ def up(
         return running, False
     init_argv, daemon_argv, implementation = _commands(None)
     _init_repo(repo, init_argv, timeout)
+    _clear_stale_locks(repo)
     api_port, gateway_port = api_port or free_port(), gateway_port or free_port()
     js = implementation == "js-ipfs"
     _configure(repo, _loopback_settings(api_port, gateway_port, js), js)

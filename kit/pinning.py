@@ -5,17 +5,24 @@ the locally computed one) and whether this call created the pin, so that a calle
 bad pin never removes one it did not create. Tokens come from environment variables and never
 appear in a message. Remote calls retry only what is retryable (429 honouring Retry-After, 5xx,
 connection failures), a bounded number of times.
+
+A Pinning Service API pins by CID: the service must fetch the bytes from some peer. The pin
+request therefore names the node's own multiaddrs (`origins`, from the node's `id`), and the
+node dials the `delegates` the service answers with (bounded; a failed dial is a note, not an
+error). A service can only fetch from a node it can reach: the local dev node listens on
+loopback only, so a public deploy needs a reachable node, or Pinata's upload API.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
-from kit.errors import InputError, PinningError
+from kit.errors import InputError, KitError, NodeUnavailable, PinningError
 
 if TYPE_CHECKING:
     import requests
@@ -30,12 +37,16 @@ PINATA_PREFIX = "pinata+"  # `pinata+http://127.0.0.1:PORT` selects Pinata at an
 MAX_ATTEMPTS = 4
 MAX_RETRY_AFTER = 10.0
 POLL_TIMEOUT = 60.0
+MAX_ORIGINS = 20  # the Pinning Service API's limit for `origins`
+MAX_DELEGATES = 8  # delegates dialled per pin, each within DIAL_TIMEOUT
+DIAL_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
 class Pinned:
     cid: str  # as the backend reports it, normalised (CIDv1 in base32)
     created: bool  # False when the backend already had this pin
+    notes: tuple[str, ...] = ()  # things worth telling the user (e.g. a delegate not dialled)
 
 
 class Pinner(Protocol):
@@ -185,9 +196,72 @@ def _token(*names: str) -> str:
 # --- IPFS Pinning Service API ---------------------------------------------------------------
 
 
+def node_origins(node: IpfsClient) -> list[str]:
+    """The node's multiaddrs from its `id` API, each ending in /p2p/<peer id>, at most
+    MAX_ORIGINS: where a pinning service can fetch the content (if it can reach them)."""
+    with node._calling("id", error=NodeUnavailable):  # noqa: SLF001 - the node's RPC boundary
+        identity = node._rpc().id()  # noqa: SLF001
+    peer = str(identity.get("ID") or "")
+    origins: list[str] = []
+    for address in identity.get("Addresses") or []:
+        address = str(address)
+        if peer and "/p2p/" not in address and "/ipfs/" not in address:
+            address = f"{address}/p2p/{peer}"
+        if address.startswith("/") and address not in origins:
+            origins.append(address)
+    return origins[:MAX_ORIGINS]
+
+
+def is_public(multiaddr: str) -> bool:
+    """Whether a multiaddr names a host a remote service could reach (a global IP or a DNS
+    name other than localhost)."""
+    parts = multiaddr.split("/")
+    if len(parts) < 3:
+        return False
+    kind, host = parts[1], parts[2]
+    if kind in ("ip4", "ip6"):
+        try:
+            return ipaddress.ip_address(host).is_global
+        except ValueError:
+            return False
+    return kind in ("dns", "dns4", "dns6", "dnsaddr") and host != "localhost"
+
+
+def dial_delegates(node: IpfsClient, delegates: list[Any]) -> list[str]:
+    """`swarm connect` the node to each delegate (at most MAX_DELEGATES, each bounded by
+    DIAL_TIMEOUT); returns one note per failure, never raises for one."""
+    notes = []
+    for delegate in delegates[:MAX_DELEGATES]:
+        try:
+            with node._calling(f"swarm connect {delegate!s:.200}"):  # noqa: SLF001
+                node._rpc().swarm.connect(_OneAddress(str(delegate)),  # noqa: SLF001
+                                          timeout=DIAL_TIMEOUT)
+        except KitError as exc:
+            notes.append(f"could not connect the node to the service's delegate: {exc}")
+    if len(delegates) > MAX_DELEGATES:
+        notes.append(f"dialled the first {MAX_DELEGATES} of {len(delegates)} delegates only")
+    return notes
+
+
+class _OneAddress:
+    """A multiaddr for ipfshttpclient 0.8.0a2's `swarm.connect`, which sends `str(address)` and
+    then every item of `address` itself (a slip for `addresses`): a plain string would add each
+    of its characters as another `arg`. This one converts to the address and iterates empty."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def __str__(self) -> str:
+        return self.address
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+
 class PinningServicePinner:
-    """Adds the bytes to the node (where the service fetches them), then `POST /pins {cid}`
-    and polls `GET /pins/{requestid}` until `pinned` or `failed`, within `poll_timeout`."""
+    """Adds the bytes to the node (where the service fetches them), then `POST /pins {cid,
+    origins}`, connects the node to the answer's `delegates`, and polls `GET /pins/{requestid}`
+    until `pinned` or `failed`, within `poll_timeout`."""
 
     name = "pinning-service"
     gateway = None  # the bytes were added to the node as well
@@ -203,24 +277,39 @@ class PinningServicePinner:
     def pin(self, data: bytes, cid: str, filename: str, cid_version: int) -> Pinned:
         added = self.node.add_bytes(data, cid_version=cid_version, name=filename)
         created = not self.is_pinned(added)
-        answer = self.remote.json(
-            self.remote.request("POST", "/pins", json={"cid": added, "name": filename}),
-            "requestid", "status", "pin",
-        )
+        origins, notes = self._origins()
+        request: dict[str, Any] = {"cid": added, "name": filename}
+        if origins:
+            request["origins"] = origins
+        answer = self.remote.json(self.remote.request("POST", "/pins", json=request),
+                                  "requestid", "status", "pin")
         self._request_ids[added] = answer["requestid"]
-        final = self._wait_pinned(answer)
+        delegates = answer.get("delegates")
+        notes += dial_delegates(self.node, delegates if isinstance(delegates, list) else [])
+        final = self._wait_pinned(answer, origins, notes)
         returned = _normalised(final["pin"].get("cid", ""), self.remote.service)
         self._request_ids[returned] = answer["requestid"]
-        return Pinned(returned, created)
+        return Pinned(returned, created, tuple(notes))
 
-    def _wait_pinned(self, answer: dict[str, Any]) -> dict[str, Any]:
+    def _origins(self) -> tuple[list[str], list[str]]:
+        try:
+            origins = node_origins(self.node)
+        except KitError as exc:
+            return [], [f"sent no origins: {exc}"]
+        if not any(is_public(origin) for origin in origins):
+            return origins, [unreachable_note(self.node.api, origins)]
+        return origins, []
+
+    def _wait_pinned(self, answer: dict[str, Any], origins: list[str],
+                     notes: list[str]) -> dict[str, Any]:
         deadline = time.monotonic() + self.poll_timeout
         delay = 0.2
         while answer["status"] in ("queued", "pinning"):
             if time.monotonic() > deadline:
                 raise PinningError(
                     f"the pinning service still reports '{answer['status']}' after "
-                    f"{self.poll_timeout:g}s (request {answer['requestid']}); check it later"
+                    f"{self.poll_timeout:g}s (request {answer['requestid']}); "
+                    + "; ".join([*notes, "check it later"] if notes else ["check it later"])
                 )
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -229,7 +318,8 @@ class PinningServicePinner:
         if answer["status"] != "pinned":
             raise PinningError(
                 f"the pinning service reports status '{answer['status']}' for request "
-                f"{answer['requestid']}; check that the content is reachable and try again"
+                f"{answer['requestid']}; "
+                + "; ".join([*notes, "check that the content is reachable and try again"])
             )
         return answer
 
@@ -247,6 +337,15 @@ class PinningServicePinner:
     def is_pinned(self, cid: str) -> bool:
         response = self.remote.request("GET", "/pins", params={"cid": cid, "status": "pinned"})
         return self.remote.json(response, "count")["count"] > 0
+
+
+def unreachable_note(api: str, origins: list[str]) -> str:
+    where = ", ".join(origins[:3]) if origins else "no address (an offline node)"
+    return (
+        f"the IPFS node at {api} announces {where}: a remote pinning service cannot fetch the "
+        "content from it; deploy through a node the service can reach (--ipfs-api) or upload "
+        "with --pinning-service pinata"
+    )
 
 
 # --- Pinata ---------------------------------------------------------------------------------
@@ -294,18 +393,20 @@ def _normalised(cid: str, service: str) -> str:
     return normalise_cid(cid)
 
 
-def make_pinner(spec: str | None, node: IpfsClient) -> Pinner:
+def make_pinner(spec: str | None, node: IpfsClient, *, timeout: float | None = None) -> Pinner:
     """None: the node; `pinata` or `pinata+URL`: Pinata; an http(s) URL: a Pinning Service API.
+    `timeout`: seconds for each remote call (None: each backend's default).
 
     Pinata at another URL (`pinata+URL`) has no known gateway: pass one to deploy."""
+    remote = {} if timeout is None else {"timeout": timeout}
     if spec is None:
         return NodePinner(node)
     if spec == "pinata":
-        return PinataPinner()
+        return PinataPinner(**remote)
     if spec.startswith(PINATA_PREFIX + "http"):
-        return PinataPinner(spec[len(PINATA_PREFIX):], gateway=None)
+        return PinataPinner(spec[len(PINATA_PREFIX):], gateway=None, **remote)
     if spec.startswith(("http://", "https://")):
-        return PinningServicePinner(spec, node)
+        return PinningServicePinner(spec, node, **remote)
     raise InputError(
         f"--pinning-service {spec!r} is not valid; use a Pinning Service API URL, "
         f"'pinata' or 'pinata+URL'"

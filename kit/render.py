@@ -7,12 +7,13 @@ source. Output is deterministic: the same config gives the same bytes on any mac
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from kit.config import ProjectConfig
-from kit.errors import KitError
+from kit.errors import InputError, KitError
 from kit.resources import contract_template_dir
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 TEMPLATE_VERSION = "1.0.0"
 TEMPLATE_FILE = "agent.js.j2"
 SCHEMA_FILE = "schema.json"
+# Vendored JavaScript (contract_template/vendor/<name>, with <name>.sha256 beside it), regenerated
+# only by scripts/vendor-crypto from pinned npm packages; the template includes it by name.
+VENDOR_DIR = "vendor"
 
 # JSON leaves these as they are, but inside JS source they can end a <script> element or (before
 # ES2019) a string literal; NUL is escaped by JSON already and listed for clarity.
@@ -55,7 +59,36 @@ def sandboxed_environment(
 
 def template_environment() -> SandboxedEnvironment:
     """The sandboxed environment the contract template (and its tests) render in."""
-    return sandboxed_environment(contract_template_dir(), {"js": _js_filter})
+    return sandboxed_environment(contract_template_dir(),
+                                 {"js": _js_filter, "vendored": _vendored_filter})
+
+
+def _vendored_filter(name: str) -> str:
+    return js_literal(vendored_source(name))
+
+
+def vendored_source(name: str) -> str:
+    """The text of `vendor/<name>`, only if its sha256 is the one recorded in `<name>.sha256`
+    (sha256sum format). The template embeds it as a string constant and compiles it on use."""
+    folder = contract_template_dir() / VENDOR_DIR
+    path, record = folder / name, folder / f"{name}.sha256"
+    try:
+        data = path.read_bytes()
+        recorded = record.read_text(encoding="ascii").split()[0].lower()
+    except (OSError, ValueError, IndexError):
+        raise InputError(f"cannot read {path} and its recorded sha256 ({record.name}); "
+                         "reinstall the kit") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise InputError(
+            f"{path} does not match its recorded sha256 (recorded {recorded}, file {actual}): "
+            "refusing to build with modified vendored code; restore it, or regenerate it with "
+            "scripts/vendor-crypto (npm ci && node build.mjs), which also records the new hash")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text; regenerate it with scripts/vendor-crypto"
+                         ) from None
 
 
 def _js_filter(value: Any) -> str:

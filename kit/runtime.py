@@ -12,24 +12,35 @@ Choices where the real worker's behaviour is not published:
   it is a 500 `no_output` (the real gateway's answer for a missing output is not published; a
   wrong guess here fails loudly instead of answering an empty 200).
 - If the time limit expires after `scriptOutput` was set (a leftover interval), the output wins.
-- Synchronous code is stopped by QuickJS's interrupt handler, which counts process CPU time:
-  under concurrent invocations it can trip earlier than the wall-clock limit, never later.
+- The time limit is wall-clock time per invocation, as Phala stops every request after 60 s of
+  wall time: concurrent invocations (threads or processes) never shorten or stretch each other's.
+  A watchdog thread (`_Alarms`) trips the limit at the deadline, which also stops synchronous
+  JavaScript (an endless loop, a looping `scriptOutput` getter) within microseconds.
 
-The `quickjs` binding refuses calls into Python while its time limit is set, but it installs the
+How the watchdog stops synchronous JavaScript with the pinned `quickjs` binding (1.19): the
+binding refuses calls into Python while its time limit is set, but it installs QuickJS's
 interrupt handler when a call starts with the limit set and leaves it in place when the call ends
-with the limit cleared. `_arm_time_limit` uses exactly that, within one call and one thread, so
-the handler then bounds every later call (counting from the arming) while host functions work.
+with the limit cleared (`_install_handler` uses exactly that, within one call and one thread).
+That handler compares the process CPU clock with a limit word the binding keeps in the context
+object; the runtime sets that word so high that the CPU clock never reaches it and the watchdog
+sets it to 0 at the deadline, so the handler stops the JavaScript at its next check. Where the
+word lives is found once per process by looking for a probe value (`_find_limit_word`), and a
+self-check proves that writing it stops a running loop; any other binding fails that check with
+a message instead of running without a limit.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import hashlib
 import heapq
 import hmac
 import json
 import os
 import queue
+import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,10 +62,20 @@ _MAX_CONCURRENT_FETCHES = 32
 _MAX_FETCH_BODY_BYTES = 32 * 2**20
 _DERIVE_SECRET_TAG = b"kit/wapo/deriveSecret\x00"
 _JSON_HEADERS = {"content-type": "application/json"}
+_LATE_READ_SECONDS = 0.25  # reading a plain output after the time limit (no contract code runs)
+_UNREADABLE = object()  # a completion value the binding could not convert
+_LONE_SURROGATE = ("{} holds a lone UTF-16 surrogate (U+D800-U+DFFF), which no UTF-8 answer can "
+                   "carry; pair it or remove it")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP token (RFC 9110 5.6.2)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # visible latin-1, space, tab
 
 
 @dataclass(frozen=True)
 class Limits:
+    """Per invocation: wall-clock time (Phala stops every request after 60 s of wall time), the
+    VM's memory, and each fetch's whole time (connect, headers and body)."""
+
     time_seconds: float = 60.0
     memory_bytes: int = 100 * 2**20
     fetch_timeout: float = 30.0
@@ -238,6 +259,31 @@ def worker_sign(worker_key: bytes, message: bytes) -> bytes:
     return eddsa.new(_signing_key(worker_key), "rfc8032").sign(message)
 
 
+# Wapo.sgxQuote outside an enclave: a dev quote (never passes production verification; the
+# layout is shared with kit.trust.dev):
+#   DEV_QUOTE_MAGIC || report_data (64) || worker Ed25519 public key (32)
+#   || Ed25519 signature over (DEV_QUOTE_MAGIC || report_data) (64)
+# report_data follows the real worker (REFERENCE section 6):
+#   keccak256(0x65 || app_address || message) || 32 zero bytes,
+# where the local app_address is sha256 of the contract code's bytes (a named choice: the real
+# worker's app address is not settled, see kit.trust.quotes).
+DEV_QUOTE_MAGIC = b"KIT-DEV-QUOTE-v1\x00"
+_APP_DATA_CONTENT_TYPE = b"\x65"
+
+
+def local_app_address(code: str) -> bytes:
+    """The app address the local runtime quotes: sha256 of the contract code's UTF-8 bytes."""
+    return hashlib.sha256(code.encode("utf-8")).digest()
+
+
+def dev_quote(worker_key: bytes, code: str, message: bytes) -> bytes:
+    """Wapo.sgxQuote in the local runtime: the dev quote for `message` (layout above)."""
+    payload = _APP_DATA_CONTENT_TYPE + local_app_address(code) + message
+    report_data = wapo_hash("keccak256", payload) + bytes(32)
+    signed = DEV_QUOTE_MAGIC + report_data
+    return signed + worker_public_key(worker_key) + worker_sign(worker_key, signed)
+
+
 # ---- one invocation ----------------------------------------------------------------------------
 
 
@@ -272,27 +318,131 @@ class _Disarm:
         self.ctx = None
 
 
-_arming_checked = False
+class _Alarms:
+    """One daemon thread that runs short callbacks at given `time.monotonic()` instants. A
+    callback runs under the lock, so once `cancel` returns it is not running and never will."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int]] = []
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, callback: Callable[[], None]) -> int:
+        with self._cond:
+            self._seq += 1
+            earliest = self._heap[0][0] if self._heap else None
+            self._callbacks[self._seq] = callback
+            heapq.heappush(self._heap, (when, self._seq))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kit-alarms", daemon=True)
+                self._thread.start()
+            elif earliest is None or when < earliest:
+                self._cond.notify()
+            if len(self._heap) > 256 and len(self._heap) > 4 * len(self._callbacks):
+                self._heap = [item for item in self._heap if item[1] in self._callbacks]
+                heapq.heapify(self._heap)
+            return self._seq
+
+    def cancel(self, handle: int) -> None:
+        with self._cond:
+            self._callbacks.pop(handle, None)
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now
+                                      or self._heap[0][1] not in self._callbacks):
+                    callback = self._callbacks.pop(heapq.heappop(self._heap)[1], None)
+                    if callback is not None:
+                        callback()  # callbacks are tiny and never raise
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
 
 
-def _arm_time_limit(ctx: Any, seconds: float) -> None:
+_alarms = _Alarms()
+
+# The probe time limit (seconds) whose clock ticks no other field of a fresh context holds, and
+# the limit word's value that the binding's CPU clock never reaches.
+_PROBE_SECONDS = 7777.123457
+_CLOCKS_PER_SEC = 1_000_000  # POSIX (XSI) fixes it; a platform that differs fails the self-check
+_NEVER = 1 << 62
+_limit_offset: int | None = None
+_limit_lock = threading.Lock()
+_BINDING_MESSAGE = ("the quickjs binding does not let the runtime enforce its wall-clock limit "
+                    "({}); install the quickjs version pinned in pyproject.toml")
+
+
+def _install_handler(ctx: Any, seconds: float) -> None:
     """Install the interrupt handler for good (see the module docstring): the call starts with
     the limit set, and deleting the only reference to `__kit_disarm` runs its finalizer inside
-    that same call, clearing the flag so the call's end leaves the handler in place. The first
-    context of the process also checks that host functions then work (the binding's behaviour,
-    the same for every context)."""
-    global _arming_checked
+    that same call, clearing the flag so the call's end leaves the handler in place."""
     ctx.set_time_limit(seconds)
     ctx.add_callable("__kit_disarm", _Disarm(ctx))
     ctx.eval("delete globalThis.__kit_disarm;")
-    if _arming_checked:
-        return
+
+
+def _words(ctx: Any) -> list[int]:
+    base, size = id(ctx), type(ctx).__basicsize__
+    return [ctypes.c_int64.from_address(base + at).value for at in range(0, size - 7, 8)]
+
+
+def _find_limit_word(ctx: Any) -> int:
+    """The offset, in the context object, of the handler's limit word: the one field that takes
+    the probe's clock ticks when the handler is installed (set_time_limit alone keeps them in
+    another field). Installs the handler on `ctx`."""
+    ticks = round(_PROBE_SECONDS * _CLOCKS_PER_SEC)
+    ctx.set_time_limit(_PROBE_SECONDS)
+    before = _words(ctx)
+    _install_handler(ctx, _PROBE_SECONDS)
+    after = _words(ctx)
+    found = [at * 8 for at, (old, new) in enumerate(zip(before, after))
+             if new == ticks and old != ticks]
+    if len(found) != 1:
+        raise RuntimeError(_BINDING_MESSAGE.format("its interrupt data was not found"))
+    return found[0]
+
+
+def _check_binding() -> int:
+    """Find the limit word in a throwaway context and prove that host functions work with the
+    handler installed, that 0 in the word stops a running loop, and that _NEVER lets it run."""
+    import quickjs
+
+    ctx = quickjs.Context()
+    offset = _find_limit_word(ctx)
+    word = ctypes.c_int64.from_address(id(ctx) + offset)
     ctx.add_callable("__kit_probe", lambda: True)
+    word.value = _NEVER
     if not ctx.eval("(() => { try { return __kit_probe(); } catch (e) { return false; } })()"):
-        raise RuntimeError("the quickjs binding no longer allows arming its time limit this way; "
-                           "install the quickjs version pinned in pyproject.toml")
-    ctx.eval("delete globalThis.__kit_probe;")
-    _arming_checked = True
+        raise RuntimeError(_BINDING_MESSAGE.format("host functions fail with the limit armed"))
+    loop = "(() => { let i = 0; while (i < 1e6) i++; return i; })()"
+    word.value = 0
+    try:
+        ctx.eval(loop)
+    except quickjs.JSException as exc:
+        if "interrupted" not in str(exc):
+            raise
+    else:
+        raise RuntimeError(_BINDING_MESSAGE.format("a running loop was not stopped"))
+    word.value = _NEVER
+    if ctx.eval(loop) != 1e6:
+        raise RuntimeError(_BINDING_MESSAGE.format("the loop did not run to its end"))
+    return offset
+
+
+def _arm_time_limit(ctx: Any) -> ctypes.c_int64:
+    """Install the interrupt handler on `ctx` and answer its limit word, set to _NEVER: write 0
+    to stop the context's JavaScript at the handler's next check. Valid while `ctx` lives."""
+    global _limit_offset
+    if _limit_offset is None:
+        with _limit_lock:
+            if _limit_offset is None:
+                _limit_offset = _check_binding()
+    _install_handler(ctx, _PROBE_SECONDS)
+    word = ctypes.c_int64.from_address(id(ctx) + _limit_offset)
+    word.value = _NEVER
+    return word
 
 
 _MODULE_MARK = "\n//@module "
@@ -318,6 +468,7 @@ class _Loop:
     timer_heap: list[tuple[float, int, int]] = field(default_factory=list)
     timers: dict[int, float] = field(default_factory=dict)
     fetches: set[int] = field(default_factory=set)
+    fetch_due: dict[int, tuple[float, float]] = field(default_factory=dict)  # (due, timeout)
     done: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     seq: int = 0
 
@@ -342,6 +493,21 @@ class _Loop:
         del self.timers[timer_id]
         return timer_id
 
+    def next_fetch_due(self) -> float | None:
+        return min((due for due, _ in self.fetch_due.values()), default=None)
+
+    def pop_expired_fetch(self, now: float) -> tuple[int, float] | None:
+        """A fetch past its whole-time limit, no longer in flight for the contract."""
+        for fetch_id, (due, timeout) in self.fetch_due.items():
+            if due <= now:
+                self.end_fetch(fetch_id)
+                return fetch_id, timeout
+        return None
+
+    def end_fetch(self, fetch_id: int) -> None:
+        self.fetches.discard(fetch_id)
+        self.fetch_due.pop(fetch_id, None)
+
     def idle(self) -> bool:
         return not self.timers and not self.fetches
 
@@ -355,7 +521,6 @@ class _Session:
         self.code, self.limits, self.worker_key = code, limits, worker_key
         self.started = time.monotonic()
         self.deadline = self.started + limits.time_seconds
-        self.cpu_deadline = time.process_time() + limits.time_seconds
         self.logs: list[str] = []
         self.request_json = ""
         self.loop = _Loop()
@@ -364,7 +529,7 @@ class _Session:
             "untimer": self._clear_timer, "fetch": self._start_fetch, "unfetch": self._cancel_fetch,
             "deriveSecret": self._derive_secret, "hash": self._hash,
             "nonCryptographicHash": self._nc_hash, "workerPublicKey": self._public_key,
-            "workerSign": self._sign, "module": self._module_source,
+            "workerSign": self._sign, "sgxQuote": self._sgx_quote, "module": self._module_source,
             "request": lambda: self.request_json,
         }
 
@@ -376,7 +541,27 @@ class _Session:
         ctx = quickjs.Context()
         ctx.set_memory_limit(self.limits.memory_bytes)
         ctx.set_max_stack_size(_STACK_BYTES)
-        _arm_time_limit(ctx, self.limits.time_seconds)
+        self._limit_word: ctypes.c_int64 | None = _arm_time_limit(ctx)
+        self._alarm = _alarms.add(self.deadline, self._interrupt)
+        try:
+            return self._run(ctx, request_json)
+        finally:
+            _alarms.cancel(self._alarm)  # before the context (and its limit word) goes away
+            self._limit_word = None
+
+    def _interrupt(self) -> None:
+        """Alarm callback (watchdog thread): stop the context's JavaScript at its next check."""
+        if self._limit_word is not None:
+            self._limit_word.value = 0
+
+    def _rearm(self, seconds: float) -> None:
+        """Let JavaScript run again, for at most `seconds` from now."""
+        _alarms.cancel(self._alarm)
+        if self._limit_word is not None:
+            self._limit_word.value = _NEVER
+        self._alarm = _alarms.add(time.monotonic() + seconds, self._interrupt)
+
+    def _run(self, ctx: Any, request_json: str) -> str | None:
         # Every call into the binding gives up the GIL and takes it back (a wait under load),
         # so the prelude does its setup in one call and hands its entry points over itself.
         self.request_json = request_json
@@ -386,13 +571,16 @@ class _Session:
         self._guard(ctx, ctx.eval, _prelude_parts()[0])
         events, read_output = entry_points
         entry_points.clear()  # the context holds the lambda: no cycle back to the context
-        last_value = self._guard(ctx, ctx.eval, self.code)
+        last_value = self._eval_contract(ctx)
         if not self._drive(ctx, events):
             return self._read_output(ctx, read_output, last_value)
         timeout = _Fault("timeout", f"time limit of {self.limits.time_seconds:g} s exceeded "
                                     "before the contract set scriptOutput")
+        # Past the limit only an output already in place counts: a plain string property,
+        # read without running contract code (a looping getter cannot extend the run).
+        self._rearm(_LATE_READ_SECONDS)
         try:
-            output = self._read_output(ctx, read_output, last_value)
+            output = self._guard(ctx, read_output, True)
         except _Fault:
             raise timeout from None
         if output is None:
@@ -402,10 +590,23 @@ class _Session:
         return output
 
     def _remaining(self) -> float:
-        return min(self.deadline - time.monotonic(), self.cpu_deadline - time.process_time())
+        return self.deadline - time.monotonic()
+
+    def _eval_contract(self, ctx: Any) -> Any:
+        """Run the contract's code; its completion value (the output when scriptOutput stays
+        unset), or _UNREADABLE when that value is a string Python cannot hold."""
+        try:
+            return self._guard(ctx, ctx.eval, self.code)
+        except _Fault as fault:
+            if fault.code == "invalid_output":
+                return _UNREADABLE
+            raise
+        except TypeError:  # a value with no Python form (a BigInt, a Symbol): not an output
+            return None
 
     def _guard(self, ctx: Any, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call into JavaScript (the armed interrupt handler bounds it); classify what escapes."""
+        """Call into JavaScript (the armed interrupt handler bounds it); classify what escapes,
+        including a returned value the binding cannot convert (it raises for those)."""
         import quickjs
 
         try:
@@ -414,6 +615,8 @@ class _Session:
             raise _Fault("stack_overflow", "maximum call stack size exceeded") from None
         except quickjs.JSException as exc:
             raise self._classify(str(exc), ctx) from None
+        except UnicodeDecodeError:  # a JavaScript string holding a lone UTF-16 surrogate
+            raise _Fault("invalid_output", _LONE_SURROGATE.format("scriptOutput")) from None
 
     def _classify(self, text: str, ctx: Any) -> _Fault:
         first = text.splitlines()[0] if text else ""
@@ -441,10 +644,16 @@ class _Session:
             if timer_id is not None:
                 self._guard(ctx, events, "timer", timer_id, "")
                 continue
+            expired = self.loop.pop_expired_fetch(now)
+            if expired is not None:  # whatever the fetch thread still waits for (a dripping body)
+                fetch_id, timeout = expired
+                self._guard(ctx, events, "fetch", fetch_id, json.dumps({"error": _fetch_timeout(
+                    timeout)}))
+                continue
             if self.loop.idle():
                 return False
-            next_due = self.loop.next_due()
-            wait = min(self.deadline, next_due if next_due is not None else self.deadline) - now
+            wait = min(due for due in (self.deadline, self.loop.next_due(),
+                                       self.loop.next_fetch_due()) if due is not None) - now
             if self._remaining() <= 0:
                 return True
             try:
@@ -452,7 +661,7 @@ class _Session:
             except queue.Empty:
                 continue
             if fetch_id in self.loop.fetches:
-                self.loop.fetches.discard(fetch_id)
+                self.loop.end_fetch(fetch_id)
                 self._guard(ctx, events, "fetch", fetch_id, json.dumps(result))
 
     def _run_jobs(self, ctx: Any) -> bool:
@@ -464,10 +673,13 @@ class _Session:
                 return True
 
     def _read_output(self, ctx: Any, read_output: Any, last_value: Any) -> str | None:
-        found = json.loads(self._guard(ctx, read_output))
-        if found["kind"] == "undefined":
-            return last_value if isinstance(last_value, str) else None
-        return found["value"]
+        """scriptOutput as a string (None when unset), read within the time limit."""
+        found = self._guard(ctx, read_output, False)
+        if found is not None:
+            return found
+        if last_value is _UNREADABLE:
+            raise _Fault("invalid_output", _LONE_SURROGATE.format("the completion value"))
+        return last_value if isinstance(last_value, str) else None
 
     # -- host functions: called from JavaScript, must never raise --
 
@@ -481,6 +693,7 @@ class _Session:
 
     def _append_log(self, level: str, text: str) -> None:
         if len(self.logs) < _MAX_LOG_ENTRIES:
+            text = _well_formed(text)
             if len(text) > _MAX_LOG_ENTRY_CHARS:
                 text = text[:_MAX_LOG_ENTRY_CHARS] + f"... ({len(text)} chars)"
             self.logs.append(f"[{level}] {text}")
@@ -510,9 +723,10 @@ class _Session:
         timeout = max(min(self.limits.fetch_timeout, self._remaining()), 0.001)
         _fetch_workers.run(_fetch_into, self.loop.done, fetch_id, spec, timeout)
         self.loop.fetches.add(fetch_id)  # its result is read by this thread, after this call
+        self.loop.fetch_due[fetch_id] = (time.monotonic() + timeout, timeout)
 
     def _cancel_fetch(self, fetch_id: int) -> None:
-        self.loop.fetches.discard(fetch_id)
+        self.loop.end_fetch(fetch_id)
 
     def _module_source(self, name: str) -> str:
         return _prelude_parts()[1][name]
@@ -534,6 +748,9 @@ class _Session:
 
     def _sign(self, message_hex: str) -> str:
         return worker_sign(self.worker_key, bytes.fromhex(message_hex)).hex()
+
+    def _sgx_quote(self, message_hex: str) -> str:
+        return dev_quote(self.worker_key, self.code, bytes.fromhex(message_hex)).hex()
 
 
 class _Workers:
@@ -613,7 +830,7 @@ def _perform_fetch(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
     body = spec["text"].encode("utf-8") if "text" in spec else (
         base64.b64decode(spec["b64"]) if "b64" in spec else None)
     method, url, headers = spec["method"], spec["url"], dict(spec["headers"])
-    redirects = 0
+    redirects, deadline = 0, time.monotonic() + timeout
     try:
         while True:
             response = _connection_pools().urlopen(
@@ -629,13 +846,13 @@ def _perform_fetch(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
             method, url, body, headers = _redirected(response.status, method, url, location,
                                                      body, headers)
         try:
-            content = _read_capped(response)
+            content = _read_until(response, deadline)
         finally:
             response.release_conn()
     except urllib3.exceptions.NewConnectionError:  # before TimeoutError: it subclasses it
         return {"error": "fetch failed: ConnectionError"}
-    except urllib3.exceptions.TimeoutError:
-        return {"error": f"fetch failed: no answer within {timeout:.1f} s"}
+    except (urllib3.exceptions.TimeoutError, _FetchDeadline):
+        return {"error": _fetch_timeout(timeout)}
     except (urllib3.exceptions.ProtocolError, ConnectionError):
         return {"error": "fetch failed: ConnectionError"}
     except urllib3.exceptions.HTTPError as exc:
@@ -675,6 +892,42 @@ def _redirected(status: int, method: str, url: str, location: str, body: bytes |
     return method, target, body, headers
 
 
+def _fetch_timeout(timeout: float) -> str:
+    return f"fetch failed: no answer within {timeout:.1f} s"
+
+
+class _FetchDeadline(Exception):
+    """The fetch's whole time ran out while its body was read."""
+
+
+def _read_until(response: Any, deadline: float) -> bytes:
+    """The body, read by `deadline`: a server that drips it slowly has its socket shut down
+    then (the read timeout bounds each wait for bytes, not the whole body)."""
+    expired = threading.Event()
+
+    def stop() -> None:
+        expired.set()
+        sock = getattr(response.connection, "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    alarm = _alarms.add(deadline, stop)
+    try:
+        content = _read_capped(response)
+    except Exception:
+        if not expired.is_set():
+            raise
+    finally:
+        _alarms.cancel(alarm)
+    if expired.is_set():  # the shut-down socket may also read as an early end of the body
+        response.close()  # never reuse the connection
+        raise _FetchDeadline()
+    return content
+
+
 def _read_capped(response: Any) -> bytes:
     chunks, total = [], 0
     for chunk in response.stream(65536):
@@ -709,22 +962,51 @@ def map_output(output: str | None) -> tuple[int, dict[str, str], str, str | None
         return _fault_answer("invalid_output", "scriptOutput must be a JSON object "
                                                '{"status", "body", "headers"}')
     if data.get("success") is False:
-        return 500, dict(_JSON_HEADERS), output, f"contract_error: {str(data.get('error'))[:500]}"
+        message = _well_formed(str(data.get("error")))[:500]
+        return 500, dict(_JSON_HEADERS), output, f"contract_error: {message}"
     return _checked_response(data)
 
 
 def _checked_response(data: dict[str, Any]) -> tuple[int, dict[str, str], str, str | None]:
     status, body, headers = data.get("status", 200), data.get("body", ""), data.get("headers", {})
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        return _fault_answer("invalid_output",
-                             f"status must be an integer 100-599, got {status!r:.80}")
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        return _fault_answer("invalid_output", f"status must be an integer 200-599 (1xx are "
+                                               f"interim answers, never final), got {status!r:.80}")
     if not isinstance(body, str):
         return _fault_answer("invalid_output", f"body must be a string, got {type(body).__name__}")
+    if not body.isascii() and _well_formed(body) is not body:
+        return _fault_answer("invalid_output", _LONE_SURROGATE.format("body"))
     if not isinstance(headers, dict) or not all(
         isinstance(v, str) for v in headers.values()
     ):
         return _fault_answer("invalid_output", "headers must be an object of string values")
+    for name, value in headers.items():
+        problem = _header_problem(name, value)
+        if problem:
+            return _fault_answer("invalid_output", problem)
     return status, dict(headers), body, None
+
+
+def _header_problem(name: str, value: str) -> str | None:
+    """Why a header cannot be written as given (it is never written raw: CR or LF would split
+    the answer, and HTTP/1.1 carries latin-1 only)."""
+    if not _HEADER_NAME.fullmatch(name):
+        return (f"header name {ascii(name)[:80]} is not an HTTP token (letters, digits and "
+                "!#$%&'*+-.^_`|~ only)")
+    bad = _HEADER_VALUE.match(value).end()  # where the allowed characters stop
+    if bad < len(value):  # the value itself is never echoed: it may hold a secret
+        return (f"header {name} has a value with CR, LF, another control character or a "
+                f"character outside latin-1 (U+{ord(value[bad]):04X} at position {bad})")
+    return None
+
+
+def _well_formed(text: str) -> str:
+    """`text` itself when UTF-8 can carry it, else a copy with each lone surrogate as U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def invoke(

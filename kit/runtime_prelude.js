@@ -13,9 +13,21 @@
   "use strict";
   delete g.__kit_host;
   delete g.__kit_register;
+  // Engine extras the real worker lacks (phatjs from @phala/fn 0.2.22 has neither): a contract
+  // must not come to depend on them locally (tests/test_phatjs_differential.py).
+  delete g.__date_clock;
+  delete g.Atomics;
+
+  // What the host-facing paths (call, events, readOutput) use, taken before the contract runs:
+  // a contract that replaces JSON.parse, String or Uint8Array changes only its own view.
+  const jsonParse = JSON.parse;
+  const jsonStringify = JSON.stringify;
+  const toText = String;
+  const ownProperty = Object.getOwnPropertyDescriptor;
+  const Bytes = Uint8Array;
 
   function call(op, ...args) {
-    const reply = JSON.parse(host(op, JSON.stringify(args)));
+    const reply = jsonParse(host(op, jsonStringify(args)));
     if (reply.e !== undefined) throw new (reply.t === "TypeError" ? TypeError : Error)(reply.e);
     return reply.v;
   }
@@ -77,7 +89,7 @@
     if (typeof value === "bigint") return `${value}n`;
     if (value === undefined || typeof value === "symbol") return String(value);
     try {
-      return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(value);
+      return jsonStringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v)) ?? toText(value);
     } catch (_) {
       return String(value);
     }
@@ -122,7 +134,6 @@
   g.setInterval = (fn, ms, ...args) => schedule(fn, ms, args, true);
   g.clearTimeout = g.clearInterval = (id) => { if (id != null) cancel(id); };
   g.setImmediate = (fn, ...args) => schedule(fn, 0, args, false);
-  g.clearImmediate = g.clearTimeout;
   g.queueMicrotask = (fn) => { Promise.resolve().then(fn).catch((e) => reportUncaught("microtask", e)); };
   g.performance = { now: () => call("now") };
 
@@ -306,9 +317,12 @@
       const signal = init.signal || (fromRequest ? input.signal : undefined);
       if (signal && signal.aborted) return reject(signal.reason);
       const id = nextFetchId++;
+      // Abort rejects the promise, but the request stays in flight and keeps the worker alive
+      // until it completes, as in Phala's runtime (only process.exit ends it early).
       const onAbort = () => {
-        if (!fetches.delete(id)) return;
-        call("unfetch", id);
+        const pending = fetches.get(id);
+        if (!pending || pending.aborted) return;
+        pending.aborted = true;
         reject(signal.reason);
       };
       fetches.set(id, { resolve, reject, signal, onAbort });
@@ -322,6 +336,7 @@
     if (!pending) return;
     fetches.delete(id);
     if (pending.signal) pending.signal.removeEventListener("abort", pending.onAbort);
+    if (pending.aborted) return;
     if (result.error !== undefined) return pending.reject(new TypeError(result.error));
     const body = result.b64 !== undefined ? bytes().base64Decode(result.b64) : result.text;
     pending.resolve(new Response(body, result));
@@ -344,27 +359,40 @@
     },
     workerPublicKey: () => fromHex(call("workerPublicKey")),
     workerSign: (message) => fromHex(call("workerSign", hexOf(message, "message"))),
-    // No SGX outside the enclave: the documented answer where a quote is unavailable.
-    sgxQuote: () => undefined,
+    // No SGX outside the enclave: a dev quote (bytes, as the real worker's quote) that says so
+    // in its first bytes and binds the message like a real one (kit.runtime.dev_quote).
+    sgxQuote: (message) => fromHex(call("sgxQuote", hexOf(message, "message"))),
     env: {},
   };
 
   Object.assign(g, {
     DOMException, AbortSignal, AbortController, Headers, Response, Wapo, global: g, window: g,
   });
-  g.process = { env: Wapo.env, argv: ["wapojs", "<eval>", ...g.scriptArgs], version: "v0.9.0" };
+  // Wapo.exit (also process.exit) closes every timer and request still pending, so the run ends
+  // once the current jobs are done and scriptOutput is read, as the real worker's exit does.
+  Wapo.exit = () => {
+    for (const id of Array.from(timers.keys())) cancel(id);
+    for (const id of Array.from(fetches.keys())) { fetches.delete(id); call("unfetch", id); }
+  };
+  g.process = { env: Wapo.env, exit: Wapo.exit, argv: ["wapojs", "<eval>", ...g.scriptArgs], version: "v0.9.0" };
 
   function events(kind, id, payload) {
     if (kind === "timer") fireTimer(id);
-    else if (kind === "fetch") settleFetch(id, JSON.parse(payload));
+    else if (kind === "fetch") settleFetch(id, jsonParse(payload));
   }
 
-  function readOutput() {
+  // The output as a string, or undefined when none is set; the host reads the string itself (no
+  // JSON round trip). `plainOnly` (after the time limit) runs no contract code: only a string
+  // held in a plain data property counts.
+  function readOutput(plainOnly) {
+    if (plainOnly) {
+      const found = ownProperty(g, "scriptOutput");
+      return found && typeof found.value === "string" ? found.value : undefined;
+    }
     const out = g.scriptOutput;
-    if (out === undefined) return JSON.stringify({ kind: "undefined" });
-    if (typeof out === "string") return JSON.stringify({ kind: "string", value: out });
-    if (out instanceof Uint8Array) return JSON.stringify({ kind: "bytes", value: bytes().utf8Decode(out, false) });
-    return JSON.stringify({ kind: out === null ? "null" : typeof out, value: String(out) });
+    if (out === undefined || typeof out === "string") return out;
+    if (out instanceof Bytes) return bytes().utf8Decode(out, false);
+    return toText(out);
   }
 
   register(events, readOutput);

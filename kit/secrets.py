@@ -52,18 +52,26 @@ def load_binding(project_dir: Path) -> VaultBinding | None:
 
 
 def set_secrets(
-    project_dir: Path, values: dict[str, str], *, gateway_url: str | None = None
+    project_dir: Path, values: dict[str, str], *, gateway_url: str | None = None,
+    replace: bool = False,
 ) -> VaultBinding:
-    """Store `values` in the gateway vault for the latest deployment's CID."""
-    from kit.config import load_config
+    """Store `values` in the gateway vault for the latest deployment's CID.
+
+    The gateway keeps one set per vault key and a new set replaces the bound one, so a secret
+    bound now but not given again would be dropped: refused unless `replace` is true."""
+    from kit.config import check_option_url, load_config
     from kit.records import load_latest
 
     if not values:
         raise InputError("no secrets given; pass NAME=VALUE or --from-env NAME")
+    if gateway_url is not None:
+        check_option_url("--gateway", gateway_url)
     config = load_config(project_dir)
     deployment = load_latest(project_dir)
     if deployment is None:
         raise InputError("no deployment yet: run `kit deploy` first, then set its secrets")
+    if not replace:
+        _refuse_unbinding(project_dir, values)
     gateway = (gateway_url or config.gateway.url).rstrip("/")
     answer = _post_vault(gateway, deployment.cid, values)
     token_name = config.agent.caller_token_secret
@@ -77,6 +85,19 @@ def set_secrets(
     )
     write_private(Path(project_dir) / SECRETS_FILE, json.dumps(asdict(binding), indent=2) + "\n")
     return binding
+
+
+def _refuse_unbinding(project_dir: Path, values: dict[str, str]) -> None:
+    """InputError naming the bound secrets that `values` would drop (never their values)."""
+    binding = load_binding(project_dir)
+    dropped = sorted(set(binding.names) - set(values)) if binding is not None else []
+    if dropped:
+        names = ", ".join(dropped)
+        raise InputError(
+            f"this would unbind {names}: the vault keeps only the secrets of the latest "
+            f"`kit secrets set`; give {names} again (NAME=VALUE or --from-env NAME), or pass "
+            "--replace to drop them; nothing was changed"
+        )
 
 
 def _post_vault(gateway: str, cid: str, values: dict[str, str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from kit.errors import InputError, KitError
 from kit.fsutil import write_private
 
 FORMAT_VERSION = 1
+MAX_DATA_DEPTH = 32  # nesting of a stored document; JSON's own encoder recurses per level
 
 
 class VaultKeyUnknown(InputError):
@@ -78,6 +79,9 @@ class Vault:
             raise InputError("'cid' must be a valid CID (Qm... or bafy...)")
         if not isinstance(data, dict):
             raise InputError("'data' must be a JSON object of secret names to values")
+        if _depth(data) > MAX_DATA_DEPTH:
+            raise InputError(f"'data' is nested deeper than {MAX_DATA_DEPTH} levels; "
+                             "store flat secret names and values")
         entry = VaultEntry(
             key=secrets.token_hex(16), token=secrets.token_hex(32), cid=cid, data=dict(data)
         )
@@ -104,3 +108,19 @@ class Vault:
         if entry is None or entry.cid != cid:
             return None
         return dict(entry.data)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(
+            item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DATA_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest

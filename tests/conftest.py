@@ -5,4 +5,5 @@ pytest_plugins = [
     "fixtures.ipfs_node",
     "fixtures.servers",
     "fixtures.mech",
+    "fixtures.olas",
 ]

@@ -54,6 +54,38 @@ INVALID_CONFIGS = [
     ("caller-token-is-provider-key", VALID + 'caller_token_secret = "openaiApiKey"\n',
      "agent.caller_token_secret"),
     ("control-char-description", VALID + 'description = "a\\u0007b"\n', "agent.description"),
+    # issue 9: a trailing newline (a `$` matches before it), NUL or another control character,
+    # user-info in a URL, and a port past 65535 must all be refused, naming the key
+    ("base-url-trailing-newline", VALID + '[provider]\nbase_url = "https://x.test/v1\\n"\n',
+     "provider.base_url"),
+    ("base-url-nul", VALID + '[provider]\nbase_url = "https://x\\u0000.test/v1"\n',
+     "provider.base_url"),
+    ("base-url-user-info", VALID + '[provider]\nbase_url = "https://user:pass@x.test/v1"\n',
+     "provider.base_url"),
+    ("gateway-url-trailing-newline", VALID + '[gateway]\nurl = "http://127.0.0.1:8000\\n"\n',
+     "gateway.url"),
+    ("gateway-url-bell", VALID + '[gateway]\nurl = "http://127.0.0.1:8000/a\\u0007"\n',
+     "gateway.url"),
+    ("gateway-url-port-99999", VALID + '[gateway]\nurl = "http://127.0.0.1:99999"\n',
+     "gateway.url"),
+    ("ipfs-api-trailing-newline",
+     VALID + '[ipfs]\napi = "/ip4/127.0.0.1/tcp/5002/http\\n"\n', "ipfs.api"),
+    ("ipfs-api-nul", VALID + '[ipfs]\napi = "/dns/local\\u0000host/tcp/5002/http"\n', "ipfs.api"),
+    ("ipfs-api-port-99999", VALID + '[ipfs]\napi = "/ip4/127.0.0.1/tcp/99999/http"\n',
+     "ipfs.api"),
+    ("ipfs-api-url-port-99999", VALID + '[ipfs]\napi = "http://127.0.0.1:99999"\n', "ipfs.api"),
+    ("model-trailing-newline", VALID + '[provider]\nmodels = ["gpt-4o\\n"]\n', "provider.models"),
+    ("model-nul", VALID + '[provider]\nmodels = ["gpt\\u00004o"]\n', "provider.models"),
+    ("key-secret-trailing-newline", VALID + '[provider]\nkey_secret = "apiKey\\n"\n',
+     "provider.key_secret"),
+    ("caller-token-trailing-newline", VALID + 'caller_token_secret = "callerToken\\n"\n',
+     "agent.caller_token_secret"),
+    ("agent-name-trailing-newline", '[agent]\nname = "demo-agent\\n"\n', "agent.name"),
+    ("tool-name-trailing-newline", VALID + '[tool]\nname = "tee_demo\\n"\n', "tool.name"),
+    ("tool-author-trailing-newline", VALID + '[tool]\nauthor = "dev\\n"\n', "tool.author"),
+    ("tool-version-trailing-newline", VALID + '[tool]\nversion = "1.0.0\\n"\n', "tool.version"),
+    ("tool-prefix-trailing-newline", VALID + '[tool]\nprefix = "tee-\\n"\n', "tool.prefix"),
+    ("tool-prefix-nul", VALID + '[tool]\nprefix = "tee\\u0000"\n', "tool.prefix"),
     ("invalid-toml", '[agent]\nname = "demo-agent\n', "agent.toml"),
     ("not-utf8", None, "agent.toml"),
 ]
@@ -93,6 +125,17 @@ def test_invalid_config_exits_2_naming_the_key_and_leaves_dist_untouched(
     assert (f"agent.toml: {key}:" if key != "agent.toml" else "agent.toml: is not") in err
     assert out == ""
     assert _snapshot(dist) == DIST_BEFORE
+
+
+def test_user_info_is_refused_without_echoing_the_credential(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "agent.toml").write_text(
+        VALID + '[provider]\nbase_url = "https://user:hunter2-pw@x.test/v1"\n')
+    code, out, err = _run_cli(["build", "-C", str(tmp_path)], capsys)
+    assert code == 2 and "provider.base_url" in err and "user-info" in err
+    assert "hunter2-pw" not in out + err
+    assert not (tmp_path / "dist").exists()
 
 
 def test_missing_config_names_the_file_and_the_fix(

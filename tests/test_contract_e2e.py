@@ -1,5 +1,6 @@
 """The real contract template end to end: HTTP client -> local gateway -> QuickJS contract ->
-stand-in LLM on loopback, for both provider shapes, and every documented error status.
+stand-in LLM on loopback, for both provider shapes, and every documented error status (the
+provider's failures each with their own status and code: 429 + Retry-After, 401, 403, 502, 504).
 
 Expected answers and token counts are computed here from the stand-in's documented rule
 (sha256 of the prompt; word counts), CIDs by an independent implementation (aleph-cid).
@@ -61,8 +62,9 @@ def make_agent(project_factory, mock_llm, local_gateway_factory):
     made: list[Agent] = []
 
     def make(provider: str, *, secrets: dict[str, str] | None = None, **overrides) -> Agent:
+        base_url = overrides.pop("base_url", mock_llm.base_url)
         project: Path = project_factory(
-            provider=provider, base_url=mock_llm.base_url, models=MODELS, key_secret="llmKey",
+            provider=provider, base_url=base_url, models=MODELS, key_secret="llmKey",
             system_prompt=SYSTEM_PROMPT, timeout_seconds=1, **overrides)
         cid = oracle_cid((project / "dist" / "agent.js").read_bytes(), 0)
         gateway = local_gateway_factory(project)
@@ -93,8 +95,9 @@ def test_post_answer_comes_from_the_stand_in(make_agent, mock_llm, provider):
     prompt = "what is the capital of France"
     answer = agent.post({"prompt": prompt, "model": "model-b"})
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"message": expected_answer(prompt), "model": "model-b",
-                             "usage": expected_usage(prompt)}
+    body = answer.json()  # (its signed "proof" is tests/test_contract_signing.py's concern)
+    assert {name: body[name] for name in ("message", "model", "usage")} == {
+        "message": expected_answer(prompt), "model": "model-b", "usage": expected_usage(prompt)}
     sent = mock_llm.requests[-1]
     assert sent.path == ("/v1/messages" if provider == "anthropic" else "/v1/chat/completions")
     assert sent.json["model"] == "model-b"
@@ -181,12 +184,47 @@ def test_provider_error_is_502(make_agent, mock_llm, provider):
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-def test_wrong_provider_key_is_502_without_the_provider_text(make_agent, provider):
+def test_wrong_provider_key_is_401_without_the_provider_text(make_agent, mock_llm, provider):
     agent = make_agent(provider, secrets={"llmKey": "not-the-right-key"})
     answer = agent.post({"prompt": "hi"})
-    assert error_code(answer, 502) == "provider_error"
+    assert error_code(answer, 401) == "provider_unauthorized"
     assert "not-the-right-key" not in answer.text
     assert "stand-in" not in answer.text  # the provider's error text is not passed on
+    assert len(mock_llm.requests) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_403_is_403(make_agent, mock_llm, provider):
+    agent = make_agent(provider)
+    mock_llm.fail_next(403)
+    answer = agent.post({"prompt": "hi"})
+    assert error_code(answer, 403) == "provider_forbidden"
+    assert "HTTP 403" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_rate_limit_is_429_with_its_retry_after(make_agent, mock_llm, provider):
+    agent = make_agent(provider)
+    mock_llm.fail_next(429, retry_after=7)
+    answer = agent.post({"prompt": "hi"})
+    assert error_code(answer, 429) == "provider_rate_limited"
+    assert answer.headers["retry-after"] == "7"
+    mock_llm.fail_next(429)  # no Retry-After from the provider: none invented
+    answer = agent.post({"prompt": "hi"})
+    assert error_code(answer, 429) == "provider_rate_limited"
+    assert "retry-after" not in answer.headers
+    mock_llm.fail_next(429, retry_after=0.5)  # not HTTP's integer seconds: not passed on
+    answer = agent.post({"prompt": "hi"})
+    assert error_code(answer, 429) == "provider_rate_limited"
+    assert "retry-after" not in answer.headers
+    assert len(mock_llm.requests) == 3
+
+
+def test_unreachable_provider_is_502(make_agent, mock_llm):
+    from kit.node import free_port
+
+    agent = make_agent("openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
+    assert error_code(agent.post({"prompt": "hi"}), 502) == "provider_unreachable"
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

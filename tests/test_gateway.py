@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import stat
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -375,3 +376,109 @@ def test_requests_beyond_the_bound_get_503(project, local_gateway_factory):
     assert sorted(a.status_code for a in answers) == [200, 503]
     busy = next(a for a in answers if a.status_code == 503)
     assert busy.json()["error"]["code"] == "busy"
+
+
+# ---- hardening (issue 9) -----------------------------------------------------------------------
+
+
+def test_conflicting_content_lengths_are_400_and_close_the_connection(echo):
+    """RFC 9112 6.3: differing Content-Length values make the framing ambiguous (a request
+    smuggling vector): refuse, and read nothing after them as another request."""
+    gateway, cid = echo
+    smuggled = f"GET /ipfs/{cid}?smuggled=1 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    answer = raw_http(gateway.url, (
+        b"POST /vaults HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(smuggled)) + smuggled)
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert b"invalid_content_length" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1  # one answer, then the connection was closed
+    logs = requests.get(f"{gateway.url}/logs/all/ipfs/{cid}", timeout=TIMEOUT).text
+    assert "smuggled" not in logs
+    assert seen(requests.get(f"{gateway.url}/ipfs/{cid}", timeout=TIMEOUT))["method"] == "GET"
+
+
+def test_repeated_identical_content_length_is_accepted(echo):
+    gateway, _ = echo  # RFC 9112 6.3 lets a recipient accept identical repeats
+    body = b'{"cid": "not-a-cid", "data": {}}'
+    answer = raw_http(gateway.url, (
+        b"POST /vaults HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n"
+        b"Content-Length: %d\r\n\r\n" % (len(body), len(body))) + body)
+    assert answer.startswith(b"HTTP/1.1 400") and b"invalid_vault_request" in answer
+
+
+def test_deeply_nested_json_to_vaults_is_400(echo):
+    gateway, cid = echo
+    vault = gateway.vault.path
+    store_secret(gateway.url, cid, {"apiKey": "first"})
+    before = vault.read_bytes()
+    deep = "[" * 100_000 + "]" * 100_000
+    answer = requests.post(f"{gateway.url}/vaults", data=deep, timeout=TIMEOUT)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json"
+    nested: object = "v"
+    for _ in range(200):
+        nested = {"k": nested}
+    answer = requests.post(f"{gateway.url}/vaults", json={"cid": cid, "data": nested},
+                           timeout=TIMEOUT)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "invalid_vault_request"
+    assert "nested deeper than" in answer.json()["error"]["message"]
+    assert vault.read_bytes() == before
+
+
+CONTRACT_OUTPUTS = {
+    "interim status": ("scriptOutput = JSON.stringify({status: 101, body: 'x'});",
+                       500, "invalid_output"),
+    "CRLF in a header": ("scriptOutput = JSON.stringify({body: 'x', headers: "
+                         "{'x-a': '1\\r\\nSet-Cookie: stolen=1'}});", 500, "invalid_output"),
+    "header outside latin-1": ("scriptOutput = JSON.stringify({body: 'x', headers: "
+                               "{'x-a': '\\u20ac'}});", 500, "invalid_output"),
+    "lone surrogate in the body": ("scriptOutput = JSON.stringify({body: 'a\\ud800'});",
+                                   500, "invalid_output"),
+    "replaced JSON": ("JSON.stringify = () => undefined; JSON.parse = () => null; "
+                      "scriptOutput = '{\"body\": \"answered\"}';", 200, None),
+    "looping output getter": ("Object.defineProperty(globalThis, 'scriptOutput', "
+                              "{get() { for (;;) {} }}); setInterval(() => {}, 5);",
+                              500, "timeout"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTRACT_OUTPUTS))
+def test_contract_outputs_the_gateway_cannot_write_are_clean_answers(project,
+                                                                    local_gateway_factory, name):
+    code, status, error = CONTRACT_OUTPUTS[name]
+    cid = publish(project, code)
+    gateway = local_gateway_factory(project, limits=Limits(time_seconds=1.0))
+    answer = raw_http(gateway.url, f"GET /ipfs/{cid} HTTP/1.1\r\nHost: x\r\n"
+                                   "Connection: close\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"stolen" not in answer  # neither written as a header nor echoed
+    if error is None:
+        assert body == b"answered"
+    else:
+        assert json.loads(body)["error"]["code"] == error
+
+
+def test_wall_clock_limit_per_request_under_concurrent_load(project, local_gateway_factory):
+    """Three busy requests burn process CPU time beside one that waits 700 ms on a timer: with
+    a 1 s limit per request each busy one ends at its own 1 s and the waiting one answers."""
+    cid = publish(project, """
+    if (JSON.parse(scriptArgs[0]).queries.wait) {
+      setTimeout(() => { globalThis.scriptOutput = JSON.stringify({ body: "waited" }); }, 700);
+    } else {
+      while (true) {}
+    }
+    """)
+    gateway = local_gateway_factory(project, limits=Limits(time_seconds=1.0), max_concurrency=4)
+
+    def call(query: str) -> tuple[int, bytes, float]:
+        started = time.monotonic()
+        answer = requests.get(f"{gateway.url}/ipfs/{cid}?{query}", timeout=TIMEOUT)
+        return answer.status_code, answer.content, time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(call, ["busy=1"] * 3 + ["wait=1"]))
+    for status, body, elapsed in results[:3]:
+        assert status == 500 and json.loads(body)["error"]["code"] == "timeout"
+        assert 0.95 <= elapsed < 1.0 + 1.0
+    assert results[3][:2] == (200, b"waited")

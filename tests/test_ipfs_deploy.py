@@ -52,8 +52,9 @@ def test_deploy_pins_serves_and_records_the_oracle_cid(
     assert pinned_on_node(ipfs_node, expected)
     served = requests.get(f"{ipfs_node.gateway_url}/ipfs/{expected}", timeout=10)
     assert served.status_code == 200 and served.content == artifact
-    assert [s.split(":")[0] for s in steps] == ["render", "cid", "add", "pin", "verify", "record"]
-    assert set(result.timings_ms) == {"render", "cid", "add", "pin", "verify", "record"}
+    names = ["render", "cid", "add", "pin", "verify", "record", "attest"]  # attest: kit.trust
+    assert [s.split(":")[0] for s in steps] == names
+    assert set(result.timings_ms) == set(names)
 
     latest = json.loads((project / "deployments/latest.json").read_text())
     assert latest["cid"] == expected and latest["cid_version"] == version
@@ -216,3 +217,160 @@ def test_pipeline_script_prints_one_json_object_and_documented_exit_codes(
     assert result["ok"] is True and result["recorded"] is True
     assert result["cid"] == oracle_cid((deployed / "dist/agent.js").read_bytes(), 1)
     assert "exit codes" in run_script("--help").stdout
+
+
+# --- a failed deploy removes the pins it added (issue 9, "nothing lost") --------------------
+
+OTHER_CID = "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"  # "hello world": not our bytes
+PINNING_TOKEN = "pin-token-canary"
+
+
+def misbehaving_pinning_service(mode: str):
+    """Stand-in IPFS Pinning Service API (not the real service): `GET /pins` answers "no such
+    pin", then `POST /pins` and `GET /pins/{id}` misbehave as `mode` says."""
+
+    def answer(request, status: int, value: object) -> None:
+        reply(request, status, json.dumps(value).encode(), {"Content-Type": "application/json"})
+
+    def status(request_id: str, state: str, cid: str) -> dict:
+        return {"requestid": request_id, "status": state, "created": "2024-01-01T00:00:00Z",
+                "pin": {"cid": cid}, "delegates": []}
+
+    def handle(request) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length") or 0))
+        if mode in ("429", "401"):
+            headers = {"Retry-After": "0"} if mode == "429" else {}
+            reply(request, int(mode), b'{"error": {"reason": "STAND-IN"}}', headers)
+        elif request.command == "GET" and request.path.startswith("/pins?"):
+            answer(request, 200, {"count": 0, "results": []})
+        elif request.command == "POST" and mode == "400":
+            answer(request, 400, {"error": {"reason": "BAD_REQUEST"}})
+        elif request.command == "POST" and mode == "invalid-json":
+            reply(request, 202, b"<html>not json</html>")
+        elif request.command == "POST":
+            cid = OTHER_CID if mode == "another-cid" else json.loads(body)["cid"]
+            answer(request, 202, status("r1", "pinned" if mode == "another-cid" else "queued",
+                                        cid))
+        elif request.command == "GET" and request.path == "/pins/r1":
+            answer(request, 200, status("r1", "failed", "unused"))
+        elif request.command == "DELETE":
+            reply(request, 202, b"")
+        else:
+            reply(request, 404, b"not found")
+
+    return standin_http(handle)
+
+
+@pytest.fixture
+def fresh_project(deployed_factory: Callable[..., Path],
+                  request: pytest.FixtureRequest) -> Path:
+    """A deployed project whose next build is content no other test pinned on the node."""
+    project = deployed_factory(description=f"pin-undo {request.node.name}")
+    change_prompt(project)
+    return project
+
+
+def next_cid(project: Path) -> str:
+    from kit.project import build_project
+
+    return build_project(project).cid
+
+
+@pytest.mark.parametrize("mode", ["hang", "429", "401", "400", "invalid-json", "failed",
+                                  "another-cid"])
+def test_failed_pinning_service_deploy_removes_the_node_pin_it_added(
+    mode: str, fresh_project: Path, ipfs_node: RunningNode, silent_server: str,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KIT_PINNING_TOKEN", PINNING_TOKEN)
+    cid = next_cid(fresh_project)
+    assert cid == oracle_cid((fresh_project / "dist/agent.js").read_bytes(), 0)
+    assert not pinned_on_node(ipfs_node, cid)
+    before = snapshot(fresh_project)
+    if mode == "hang":
+        result = run_cli(capsys, "deploy", "-C", str(fresh_project), "--ipfs-api", ipfs_node.api,
+                         "--pinning-service", silent_server, "--timeout", "1")
+    else:
+        with misbehaving_pinning_service(mode) as url:
+            result = run_cli(capsys, "deploy", "-C", str(fresh_project), "--ipfs-api",
+                             ipfs_node.api, "--pinning-service", url)
+    code, _, err = result
+    print(err)
+    assert code == 1 and "Traceback" not in err and PINNING_TOKEN not in err
+    assert f"the node pin of {cid} this deploy added was removed" in err
+    assert not pinned_on_node(ipfs_node, cid)
+    assert snapshot(fresh_project) == before
+
+
+def test_a_pin_that_existed_before_a_failed_deploy_stays(
+    fresh_project: Path, ipfs_node: RunningNode, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KIT_PINNING_TOKEN", PINNING_TOKEN)
+    cid = next_cid(fresh_project)
+    ipfs_node.client.add_bytes((fresh_project / "dist/agent.js").read_bytes())  # pinned before
+    assert pinned_on_node(ipfs_node, cid)
+    with misbehaving_pinning_service("failed") as url:
+        code, _, err = run_cli(capsys, "deploy", "-C", str(fresh_project), "--ipfs-api",
+                               ipfs_node.api, "--pinning-service", url)
+    assert code == 1 and "status 'failed'" in err and "removed" not in err
+    assert pinned_on_node(ipfs_node, cid)
+
+
+def test_failed_verification_removes_the_node_pin_it_added(
+    fresh_project: Path, ipfs_node: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cid = next_cid(fresh_project)
+    before = snapshot(fresh_project)
+    with standin_http(lambda request: reply(request, 404, b"no such thing")) as gateway:
+        code, _, err = run_cli(capsys, "deploy", "-C", str(fresh_project), "--ipfs-api",
+                               ipfs_node.api, "--gateway", gateway)
+    assert code == 1 and "answered HTTP 404" in err and "no deployment recorded" in err
+    assert f"the node pin of {cid} this deploy added was removed" in err
+    assert not pinned_on_node(ipfs_node, cid)
+    assert snapshot(fresh_project) == before
+
+
+# --- concurrent deploys of one project (issue 9: history entries were lost) ----------------
+
+CONCURRENT_ROUNDS = 3
+
+
+def test_two_concurrent_deploys_lose_no_history_entry(
+    deployed: Path, ipfs_node: RunningNode
+) -> None:
+    """Two `kit deploy` processes, one CIDv0 and one CIDv1 (two different records), 3 rounds
+    each at once: every run that reported `recorded` is in the history, and latest.json is the
+    history's last entry."""
+    initial = len(load_history(deployed))
+
+    def start(version: str) -> subprocess.Popen[str]:
+        script = (f"for i in $(seq {CONCURRENT_ROUNDS}); do {sys.executable} -m kit deploy "
+                  f"-C {deployed} --ipfs-api {ipfs_node.api} --cid-version {version} --json "
+                  "|| exit 1; done")
+        return subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    runs = [start("0"), start("1")]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in outputs]
+    results = [json.loads(line) for out, _ in outputs for line in _json_objects(out)]
+    assert len(results) == 2 * CONCURRENT_ROUNDS
+    history = load_history(deployed)
+    recorded = [r["record"] for r in results if r["recorded"]]
+    assert len(history) == initial + len(recorded)
+    assert sorted(d["deployed_at"] + d["cid"] for d in recorded) == \
+        sorted(d.deployed_at + d.cid for d in history[initial:])
+    assert load_latest(deployed) == history[-1]
+
+
+def _json_objects(text: str) -> list[str]:
+    """`--json` prints one indented object per run: split the concatenation."""
+    decoder, objects, position = json.JSONDecoder(), [], 0
+    while position < len(text.rstrip()):
+        value, end = decoder.raw_decode(text, position)
+        objects.append(json.dumps(value))
+        position = end
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return objects

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,9 +23,10 @@ import requests
 import yaml
 
 from fixtures.ipfs_node import RunningNode, change_prompt, oracle_cid, run_cli
+from fixtures.mech import MECH_TOKEN_PRICES
 from kit.deploy import deploy
-from kit.errors import InputError
-from kit.mechtool import file_fingerprint, generate_tool, package_hash
+from kit.errors import CidMismatch, InputError
+from kit.mechtool import file_fingerprint, generate_tool, package_hash, push_package
 from kit.project import build_project
 
 PUBLISHED = Path(__file__).parent / "data" / "tee_openai_request"
@@ -49,7 +53,7 @@ def v0_to_v1_base32(cid_v0: str) -> str:
 
 
 def package_files(package_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(package_dir.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(package_dir.iterdir()) if p.is_file()}
 
 
 def component(package_dir: Path) -> dict[str, Any]:
@@ -101,7 +105,8 @@ def test_generates_the_package_for_the_deployed_cid(deployed_project: Path,
     assert data["fingerprint_ignore_patterns"] == []
     assert data["entry_point"] == f"{name}.py" and data["callable"] == "run"
     assert data["params"] == {"default_model": "gpt-4o-mini"}
-    assert data["dependencies"] == {"requests": {}}
+    # pinned as valory-xyz/mech-predict's tools pin it (their component.yaml `version: ==...`)
+    assert data["dependencies"] == {"requests": {"version": "==2.32.5"}}
 
     oracle = aea_oracle.hashes(package_dir)
     assert data["fingerprint"] == oracle["fingerprints"] == result.fingerprints
@@ -119,6 +124,11 @@ def test_generates_the_package_for_the_deployed_cid(deployed_project: Path,
     assert result.tools_to_package_hash == {tool: oracle["package_hash"] for tool in tools}
     assert result.customs_line == f"- dev/{name}:0.1.0:{oracle['package_hash']}"
     assert result.cid == cid and result.version == "0.1.0"
+    # neither default model has a price in the mech's token counter (fixtures.mech)
+    assert [model for model in ("gpt-4o-mini", "gpt-4o") if model in MECH_TOKEN_PRICES] == []
+    assert len(result.warnings) == 1
+    assert "no price for gpt-4o-mini, gpt-4o" in result.warnings[0]
+    assert "billed 0" in result.warnings[0]
 
 
 def test_regenerating_unchanged_is_byte_identical(deployed_project: Path) -> None:
@@ -239,8 +249,9 @@ def test_package_holds_no_secret(deployed_project: Path, local_gateway_factory: 
 
 def test_cli_prints_hash_entries_and_customs_line(deployed_project: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(capsys, "tool", "-C", str(deployed_project), "--json")
+    code, out, err = run_cli(capsys, "tool", "-C", str(deployed_project), "--json")
     assert code == 0
+    assert "warning: the mech's token counter has no price for gpt-4o-mini, gpt-4o" in err
     view = json.loads(out)
     package_dir = Path(view["package_dir"])
     assert view["package_hash"] == package_hash(package_dir)
@@ -268,3 +279,92 @@ def test_push_pins_the_wrapped_package_under_the_computed_hash(
     view = json.loads(out)
     assert view["pushed_to"] == ipfs_node.api
     assert ipfs_node.client.is_pinned(view["package_hash"])
+
+
+def test_a_priced_configuration_gets_no_warning(deployed_factory: Callable[..., Path]) -> None:
+    project = deployed_factory(models=("gpt-4", "claude-3-haiku-20240307"))
+    assert all(model in MECH_TOKEN_PRICES for model in ("gpt-4", "claude-3-haiku-20240307"))
+    assert generate_tool(project).warnings == ()
+
+
+# --- a tests/ folder inside the package (as mech-predict's tools ship) ----------------------
+
+
+def add_tests(package_dir: Path) -> None:
+    tests = package_dir / "tests"
+    tests.mkdir()
+    (tests / "__init__.py").write_text('"""Tests of the tool."""\n')
+    (tests / "test_tool.py").write_text("def test_nothing() -> None:\n    assert True\n")
+    (tests / "__pycache__").mkdir()
+    (tests / "__pycache__" / "test_tool.cpython-311.pyc").write_bytes(b"not hashed")
+
+
+def test_tests_folder_is_fingerprinted_as_olas_does(deployed_project: Path,
+                                                    aea_oracle: Any) -> None:
+    first = generate_tool(deployed_project)
+    add_tests(first.package_dir)
+    second = generate_tool(deployed_project)
+    assert second.version == "0.1.1"  # the package changed: its fingerprints did
+    data = component(second.package_dir)
+    assert sorted(data["fingerprint"]) == [
+        "__init__.py", "tee_test_agent.py", "tests/__init__.py", "tests/test_tool.py"]
+    oracle = aea_oracle.hashes(second.package_dir)
+    assert data["fingerprint"] == oracle["fingerprints"]
+    assert second.package_hash == oracle["package_hash"]
+    assert (second.package_dir / "tests" / "test_tool.py").read_text().startswith("def test_")
+
+
+def test_empty_file_in_tests_is_refused(deployed_project: Path) -> None:
+    first = generate_tool(deployed_project)
+    before = package_files(first.package_dir)
+    (first.package_dir / "tests").mkdir()
+    (first.package_dir / "tests" / "__init__.py").write_text("")
+    with pytest.raises(InputError, match="tests/__init__.py is empty"):
+        generate_tool(deployed_project)
+    assert package_files(first.package_dir) == before
+
+
+# --- --push: exactly the hashed files, unpinned on mismatch ---------------------------------
+
+
+def node_listing(node: RunningNode, cid: str) -> list[str]:
+    answer = requests.post(f"{node.api_url}/api/v0/ls", params={"arg": cid}, timeout=20)
+    answer.raise_for_status()
+    return sorted(link["Name"] for link in answer.json()["Objects"][0]["Links"])
+
+
+def test_push_after_import_leaves_pycache_out(deployed_project: Path, ipfs_node: RunningNode,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    result = generate_tool(deployed_project)
+    add_tests(result.package_dir)
+    result = generate_tool(deployed_project)
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    imported = subprocess.run(  # what mech-predict's metadata script does to a tool
+        [sys.executable, "-c", f"import {result.name}.{result.name}"],
+        cwd=result.package_dir.parent, env=environment, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert imported.returncode == 0, imported.stderr
+    assert (result.package_dir / "__pycache__").is_dir()
+    code, out, err = run_cli(capsys, "tool", "-C", str(deployed_project), "--push",
+                             "--ipfs-api", ipfs_node.api, "--json")
+    assert code == 0, err
+    view = json.loads(out)
+    assert view["package_hash"] == result.package_hash and not view["changed"]
+    assert ipfs_node.client.is_pinned(result.package_hash)
+    assert node_listing(ipfs_node, result.package_hash) == [result.name]
+    inner = f"{result.package_hash}/{result.name}"
+    assert node_listing(ipfs_node, inner) == [
+        "__init__.py", "component.yaml", f"{result.name}.py", "tests"]
+    assert node_listing(ipfs_node, inner + "/tests") == ["__init__.py", "test_tool.py"]
+
+
+def test_push_mismatch_unpins_what_it_added(deployed_project: Path, ipfs_node: RunningNode,
+                                            aea_oracle: Any) -> None:
+    result = generate_tool(deployed_project)
+    tool_file = result.package_dir / f"{result.name}.py"
+    tool_file.write_text(tool_file.read_text() + "# edited after kit tool\n")
+    edited_hash = aea_oracle.hashes(result.package_dir)["package_hash"]  # what the node adds
+    assert edited_hash != result.package_hash
+    with pytest.raises(CidMismatch, match="the pin was removed"):
+        push_package(result.package_dir, result.package_hash, ipfs_api=ipfs_node.api)
+    assert not ipfs_node.client.is_pinned(edited_hash)

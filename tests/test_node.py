@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -104,3 +105,58 @@ def test_up_without_the_node_package_says_where_to_get_it(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "KIT_IPFS_NODE_DIR" in result.stderr and "scripts/ipfs-node" in result.stderr
     assert not (tmp_path / "repo" / STATE_FILE).exists()
+
+
+def test_up_after_the_node_was_killed_mid_add_works_the_first_time(tmp_path: Path) -> None:
+    """Issue 9: SIGKILL leaves js-ipfs's repo.lock and api file behind; the next `kit node up`
+    failed once ("Lock already being held") before it worked. It must work at once."""
+    import signal
+    import threading
+
+    env = {**os.environ, "KIT_IPFS_REPO": str(tmp_path / "repo")}
+    first = kit(env, "node", "up", "--api-port", "0", "--gateway-port", "0", "--json")
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    try:
+        def big_add() -> None:  # 64 MiB, streamed: still running when the node is killed
+            chunks = (b"x" * 2**20 for _ in range(64))
+            try:
+                requests.post(multiaddr_to_url(info["api"]) + "/api/v0/add",
+                              files={"file": ("big.bin", b"".join(chunks))}, timeout=30)
+            except requests.RequestException:
+                pass  # the node dies under it: that is the point
+
+        adder = threading.Thread(target=big_add, daemon=True)
+        adder.start()
+        time.sleep(0.5)
+        os.kill(info["pid"], signal.SIGKILL)
+        adder.join(timeout=30)
+        assert (tmp_path / "repo" / "repo.lock").exists(), "the killed daemon left its lock"
+
+        again = kit(env, "node", "up", "--api-port", "0", "--gateway-port", "0", "--json")
+        assert again.returncode == 0, again.stderr
+        restarted = json.loads(again.stdout)
+        assert restarted["started"] is True and restarted["pid"] != info["pid"]
+        version = requests.post(multiaddr_to_url(restarted["api"]) + "/api/v0/version",
+                                timeout=5)
+        assert version.status_code == 200
+    finally:
+        kit(env, "node", "down")
+
+
+def test_up_refuses_a_repo_another_live_daemon_uses(tmp_path: Path) -> None:
+    """The stale-lock removal never touches a repository whose API still answers."""
+    env = {**os.environ, "KIT_IPFS_REPO": str(tmp_path / "repo")}
+    first = kit(env, "node", "up", "--api-port", "0", "--gateway-port", "0", "--json")
+    assert first.returncode == 0, first.stderr
+    info = json.loads(first.stdout)
+    state = tmp_path / "repo" / STATE_FILE
+    saved = state.read_text()
+    try:
+        state.unlink()  # as if this daemon had not been started by `kit node up`
+        refused = kit(env, "node", "up", "--api-port", "0", "--gateway-port", "0")
+        assert refused.returncode == 1 and "another IPFS daemon" in refused.stderr
+        assert (tmp_path / "repo" / "repo.lock").exists() and pid_alive(info["pid"])
+    finally:
+        state.write_text(saved)
+        kit(env, "node", "down")

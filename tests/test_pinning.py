@@ -40,6 +40,8 @@ class StandIn:
     report_cid: str | None = None  # answer this CID instead of the one pinned
     duplicate: bool = False
     pins: dict[str, dict] = field(default_factory=dict)
+    delegates: list[str] = field(default_factory=list)  # answered in every pin status
+    stuck: bool = False  # stay "queued" (a service that cannot fetch the content)
 
     def paths(self, method: str) -> list[str]:
         return [path for seen_method, path, _ in self.seen if seen_method == method]
@@ -75,8 +77,8 @@ def pinning_service(state: StandIn) -> Iterator[str]:
 
     def status_object(request_id: str, status: str) -> dict:
         pin = state.pins[request_id]
-        return {"requestid": request_id, "status": status, "created": "2024-01-01T00:00:00Z",
-                "pin": pin, "delegates": []}
+        return {"requestid": request_id, "status": "queued" if state.stuck else status,
+                "created": "2024-01-01T00:00:00Z", "pin": pin, "delegates": state.delegates}
 
     def handle(request: BaseHTTPRequestHandler) -> None:
         body = receive(request, state)
@@ -182,6 +184,7 @@ def test_pinning_service_pins_by_cid_and_polls_until_pinned(
     artifact = (deployed / "dist/agent.js").read_bytes()
     assert result["cid"] == oracle_cid(artifact, 0) and result["backend"] == "pinning-service"
     posted = [json.loads(body) for method, path, body in state.seen if method == "POST"]
+    # the session node runs offline: its `id` lists no address, so no origins are sent
     assert posted == [{"cid": result["cid"], "name": "agent.js"}]
     assert state.paths("GET").count("/pins/req-1") == 2  # pinning, then pinned
     assert TOKEN not in out + err + (deployed / "deployments/latest.json").read_text()
@@ -247,6 +250,142 @@ def test_missing_token_is_bad_input(deploy_cli: Deploy, deployed: Path,
         code, _, err = deploy_cli(url)
     assert code == 2 and "set KIT_PINNING_TOKEN" in err
     assert snapshot(deployed) == before
+
+
+# --- origins and delegates (the service must be able to fetch the content) ------------------
+
+# Addresses a node that is online would report (documentation ranges, RFC 5737 / RFC 3849).
+ANNOUNCED = ["/ip4/198.51.100.7/tcp/4001", "/ip6/2001:db8::7/tcp/4001",
+             "/ip4/127.0.0.1/tcp/4001"]
+DELEGATES = ["/ip4/198.51.100.20/tcp/4001/p2p/12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf",
+             "/dns4/pin.example/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"]
+
+
+@dataclass
+class NodeProxy:
+    """Stand-in in front of the real node's RPC API: forwards every call to the node and records
+    it, but answers `id` with ANNOUNCED as the Addresses (what an online node reports)."""
+
+    calls: list[tuple[str, list[str]]] = field(default_factory=list)
+    peer_id: str = ""
+
+    def connects(self) -> list[str]:
+        return [arg for path, args in self.calls if path == "/api/v0/swarm/connect"
+                for arg in args]
+
+
+def read_request_body(request: BaseHTTPRequestHandler) -> bytes:
+    if request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        return request.rfile.read(int(request.headers.get("Content-Length") or 0))
+    body = bytearray()
+    while True:
+        size = int(request.rfile.readline().split(b";")[0], 16)
+        if size == 0:
+            while request.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return bytes(body)
+        body += request.rfile.read(size)
+        request.rfile.readline()
+
+
+@contextmanager
+def node_proxy(node: RunningNode, proxy: NodeProxy) -> Iterator[str]:
+    import http.client
+
+    target = urlsplit(node.api_url)
+
+    def handle(request: BaseHTTPRequestHandler) -> None:
+        body = read_request_body(request)
+        url = urlsplit(request.path)
+        proxy.calls.append((url.path, parse_qs(url.query).get("arg", [])))
+        headers = {name: value for name, value in request.headers.items()
+                   if name.lower() not in ("host", "transfer-encoding", "content-length")}
+        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+        try:
+            connection.request(request.command, request.path, body=body, headers=headers)
+            answer = connection.getresponse()
+            payload, status = answer.read(), answer.status
+            kind = answer.getheader("Content-Type", "application/json")
+        finally:
+            connection.close()
+        if url.path == "/api/v0/id" and status == 200:
+            identity = json.loads(payload)
+            proxy.peer_id = identity["ID"]
+            payload = json.dumps({**identity, "Addresses": ANNOUNCED}).encode()
+        reply(request, status, payload, {"Content-Type": kind})
+
+    with standin_http(handle) as url:
+        port = urlsplit(url).port
+        yield f"/ip4/127.0.0.1/tcp/{port}/http"
+
+
+@pytest.mark.usefixtures("tokens")
+def test_pin_request_sends_origins_and_the_node_dials_the_delegates(
+    capsys: pytest.CaptureFixture[str], deployed: Path, ipfs_node: RunningNode
+) -> None:
+    state = StandIn(delegates=DELEGATES)
+    proxy = NodeProxy()
+    with pinning_service(state) as url, node_proxy(ipfs_node, proxy) as api:
+        code, out, err = run_cli(capsys, "deploy", "-C", str(deployed), "--ipfs-api", api,
+                                 "--pinning-service", url)
+    assert code == 0, err  # the offline node cannot dial: reported, not fatal
+    posted = [json.loads(body) for method, _, body in state.seen if method == "POST"]
+    assert len(posted) == 1 and proxy.peer_id
+    assert posted[0]["origins"] == [f"{address}/p2p/{proxy.peer_id}" for address in ANNOUNCED]
+    assert proxy.connects() == DELEGATES  # each delegate dialled once, in order
+
+
+def test_dial_failures_are_notes_and_dialling_is_bounded(ipfs_node: RunningNode) -> None:
+    from kit.ipfs import IpfsClient
+    from kit.pinning import MAX_DELEGATES, PinningServicePinner
+
+    many = [f"{DELEGATES[0][:-6]}{n:06d}" for n in range(MAX_DELEGATES + 3)]
+    state = StandIn(delegates=many)
+    proxy = NodeProxy()
+    data = b"dial test " + bytes(range(32))
+    with pinning_service(state) as url, node_proxy(ipfs_node, proxy) as api:
+        pinner = PinningServicePinner(url, IpfsClient(api, timeout=20.0), token=TOKEN)
+        pinned = pinner.pin(data, oracle_cid(data, 0), "dial.js", 0)
+    assert pinned.cid == oracle_cid(data, 0)
+    assert proxy.connects() == many[:MAX_DELEGATES]
+    failures = [note for note in pinned.notes if "delegate" in note]
+    assert len(failures) == MAX_DELEGATES + 1  # one per failed dial, one for those skipped
+    assert f"first {MAX_DELEGATES} of {len(many)}" in failures[-1]
+    assert all(TOKEN not in note for note in pinned.notes)
+
+
+def test_a_service_that_cannot_fetch_says_why(ipfs_node: RunningNode) -> None:
+    """The session node is offline and loopback-only: the service stays queued, and the error
+    says the node is unreachable and what to do, instead of only 'still queued'."""
+    from kit.pinning import PinningServicePinner
+
+    state = StandIn(stuck=True)
+    data = b"unreachable " + bytes(range(16))
+    with pinning_service(state) as url:
+        pinner = PinningServicePinner(url, ipfs_node.client, token=TOKEN, poll_timeout=1.0)
+        with pytest.raises(PinningError) as failure:
+            pinner.pin(data, oracle_cid(data, 0), "stuck.js", 0)
+    message = str(failure.value)
+    assert "still reports 'queued'" in message
+    assert "cannot fetch the content" in message and "--pinning-service pinata" in message
+    assert "origins" not in json.loads(state.seen[1][2])  # POST /pins: nothing to announce
+
+
+@pytest.mark.parametrize(("address", "public"), [
+    ("/ip4/8.8.8.8/tcp/4001", True),
+    ("/ip4/127.0.0.1/tcp/4001", False),
+    ("/ip4/192.168.1.5/tcp/4001", False),
+    ("/ip4/10.0.0.1/udp/4001/quic-v1", False),
+    ("/ip6/::1/tcp/4001", False),
+    ("/ip6/2606:4700:4700::1111/tcp/4001", True),
+    ("/dns4/pin.example.org/tcp/4001", True),
+    ("/dns/localhost/tcp/4001", False),
+    ("/unix/tmp/socket", False),
+])
+def test_reachability_of_an_address(address: str, public: bool) -> None:
+    from kit.pinning import is_public
+
+    assert is_public(address) is public
 
 
 # --- Pinata ---------------------------------------------------------------------------------

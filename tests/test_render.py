@@ -330,6 +330,27 @@ ANTHROPIC_ANSWER = {
 }
 
 
+def assert_signed(proof: dict[str, Any], body: dict[str, Any], *, prompt: str,
+                  system: str) -> None:
+    """The answer's proof, checked with eth-account (EIP-191) and hashlib, not with the kit."""
+    import hashlib
+
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    assert (proof["version"], proof["cid"], proof["model"]) == (1, "QmTestContract", body["model"])
+    assert proof["prompt_sha256"] == sha(prompt) and proof["system_sha256"] == sha(system)
+    assert proof["answer_sha256"] == sha(body["message"])
+    text = "\n".join(["agent-contract-kit answer v1"] + [
+        f"{name}: {proof[name]}" for name in ("cid", "model", "system_sha256", "prompt_sha256",
+                                              "answer_sha256", "provider_proof_sha256")])
+    signer = Account.recover_message(encode_defunct(text=text), signature=proof["signature"])
+    assert signer == proof["signer"]
+
+
 def test_openai_round_trip_with_the_get_convention(
     project_factory: ProjectFactory, provider: Provider
 ) -> None:
@@ -341,7 +362,9 @@ def test_openai_round_trip_with_the_get_convention(
     answer = run_in_node(contract(project), request)
 
     assert answer.status == 200 and answer.headers["content-type"] == "application/json"
-    assert answer.json == {
+    body = answer.json
+    assert_signed(body.pop("proof"), body, prompt="Say hi", system="Be brief.")
+    assert body == {
         "message": "Hello \u2028 \"there\"", "model": "gpt-4o-mini-2024-07-18",
         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
     }
@@ -369,7 +392,9 @@ def test_anthropic_round_trip_with_post_and_caller_token(
     answer = run_in_node(contract(project), request)
 
     assert answer.status == 200
-    assert answer.json == {
+    body = answer.json
+    assert_signed(body.pop("proof"), body, prompt="Salut", system="Answer in French.")
+    assert body == {
         "message": "Bonjour !", "model": "claude-3-5-haiku-20241022",
         "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13},
     }
@@ -396,18 +421,20 @@ def test_key_in_body_is_used_when_allowed(
 
 
 @pytest.mark.parametrize(
-    ("status", "body", "code"),
+    ("status", "body", "code", "answered"),
     [
-        (401, {"error": {"message": f"Incorrect API key provided: {KEY}"}}, "provider_error"),
-        (500, b"<html>upstream down</html>", "provider_error"),
-        (200, b"not json", "provider_malformed"),
-        (200, {"choices": []}, "provider_malformed"),
-        (200, {"choices": [{"message": {"content": None}}]}, "provider_malformed"),
+        (401, {"error": {"message": f"Incorrect API key provided: {KEY}"}},
+         "provider_unauthorized", 401),
+        (500, b"<html>upstream down</html>", "provider_error", 502),
+        (200, b"not json", "provider_malformed", 502),
+        (200, {"choices": []}, "provider_malformed", 502),
+        (200, {"choices": [{"message": {"content": None}}]}, "provider_malformed", 502),
     ],
     ids=["401-echoing-key", "500-html", "200-not-json", "200-no-choices", "200-null-content"],
 )
-def test_provider_failures_become_502_without_the_key(
-    project_factory: ProjectFactory, provider: Provider, status: int, body: Any, code: str
+def test_provider_failures_are_reported_without_the_key(
+    project_factory: ProjectFactory, provider: Provider, status: int, body: Any, code: str,
+    answered: int,
 ) -> None:
     provider.status, provider.body = status, body
     project = project_factory(base_url=provider.url)
@@ -415,7 +442,7 @@ def test_provider_failures_become_502_without_the_key(
 
     answer = run_in_node(contract(project), request)
 
-    assert error_of(answer) == (502, code)
+    assert error_of(answer) == (answered, code)
     assert f"HTTP {status}" in answer.json["error"]["message"]
     assert KEY not in answer.output["body"]
 

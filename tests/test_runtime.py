@@ -291,7 +291,9 @@ def test_abort_controller_rejects_a_pending_fetch(stub: Stub) -> None:
     assert sorted(json.loads(answer.body)) == [["early", "AbortError"],
                                                ["pending", "AbortError", True],
                                                ["reason", "mine"]]
-    assert answer.duration_ms < 3500
+    # the aborted request still runs to its end, as in Phala's runtime (phatjs waits for it;
+    # tests/test_phatjs_differential.py): the run lasts the 4 s the stub takes
+    assert answer.duration_ms >= 3900
     assert all(r["path"] != "/echo" for r in stub.requests)
 
 
@@ -603,3 +605,223 @@ def test_kit_run_without_a_build_says_to_build(project: Path) -> None:
     done = kit_run(project)
     assert done.returncode == 2
     assert "run `kit build" in done.stderr
+
+
+# ---- hardening (issue 9): the host never depends on what the contract can change ----------
+
+REPLACED_GLOBALS = """
+JSON.stringify = () => { throw new Error("replaced stringify"); };
+JSON.parse = () => ({ kind: "forged" });
+globalThis.String = () => "forged";
+globalThis.Uint8Array = function () {};
+console.log("still logged");
+setTimeout(() => {
+  scriptOutput = '{"status": 201, "body": "answered", "headers": {"x-after": "yes"}}';
+}, 1);
+"""
+
+
+def test_contract_replacing_json_and_other_globals_still_gets_its_answer() -> None:
+    answer = run(REPLACED_GLOBALS, time_seconds=5)
+    assert (answer.status, answer.body, answer.headers) == (201, "answered", {"x-after": "yes"})
+    assert answer.logs == ["[log] still logged"]
+
+
+def test_replaced_json_with_a_non_string_output_is_a_clean_invalid_output() -> None:
+    answer = run("JSON.stringify = () => 42; JSON.parse = () => null; scriptOutput = {a: 1};")
+    assert answer.status == 500
+    assert body_json(answer)["error"]["code"] == "invalid_output"
+
+
+def test_kit_run_with_replaced_json_answers_without_a_traceback(project: Path) -> None:
+    (project / "dist" / "agent.js").write_text(REPLACED_GLOBALS)
+    done = kit_run(project, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(done.stdout)["body"] == "answered"
+
+
+LOOPING_GETTER = ("Object.defineProperty(globalThis, 'scriptOutput', "
+                  "{ get() { for (;;) {} }, configurable: true });")
+
+
+@pytest.mark.parametrize("extra", ["", "setInterval(() => {}, 5);"])
+def test_a_looping_output_getter_is_stopped_at_the_time_limit(extra: str) -> None:
+    answer = run(LOOPING_GETTER + extra, time_seconds=1)
+    assert body_json(answer)["error"]["code"] == "timeout"
+    assert answer.duration_ms < 1000 + 700
+
+
+@pytest.mark.parametrize("status", [100, 101, 103, 199])
+def test_interim_statuses_are_refused_as_final_answers(status: int) -> None:
+    # RFC 9110 15.2: 1xx are interim responses, never the final answer to a request
+    answer = run(f"scriptOutput = JSON.stringify({{status: {status}, body: 'x'}})")
+    assert answer.status == 500
+    assert body_json(answer)["error"]["code"] == "invalid_output"
+    assert "200-599" in body_json(answer)["error"]["message"]
+    assert run("scriptOutput = JSON.stringify({status: 200, body: 'x'})").status == 200
+
+
+# RFC 9110 5.6.2 (token) and 5.5 (field values: VCHAR, obs-text, SP, HTAB)
+BAD_HEADERS = {
+    "CRLF in a value": ("x-a", "1\r\nSet-Cookie: stolen=1"),
+    "LF in a value": ("x-a", "1\nx-b: 2"),
+    "CR in a value": ("x-a", "1\r"),
+    "NUL in a value": ("x-a", "a\u0000b"),
+    "other control in a value": ("x-a", "a\u0007b"),
+    "outside latin-1": ("x-a", "price \u20ac"),
+    "lone surrogate": ("x-a", "\udc00"),
+    "CRLF in a name": ("x-a\r\nx-b", "1"),
+    "space in a name": ("x a", "1"),
+    "colon in a name": ("x:a", "1"),
+    "empty name": ("", "1"),
+    "non-ASCII name": ("x-\u00e9", "1"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_HEADERS)
+def test_headers_that_cannot_be_written_are_refused(case: str) -> None:
+    name, value = BAD_HEADERS[case]
+    output = json.dumps({"status": 200, "body": "x", "headers": {name: value}})
+    answer = run(f"scriptOutput = {json.dumps(output)};")
+    assert answer.status == 500
+    assert answer.headers == {"content-type": "application/json"}
+    assert body_json(answer)["error"]["code"] == "invalid_output"
+
+
+def test_latin1_header_values_and_token_names_pass() -> None:
+    headers = {"x-caf\u00e9": "no"}  # a non-token name
+    good = {"X-Custom_1.v~": "caf\u00e9\tok !#", "content-type": "text/plain"}
+    answer = run(f"scriptOutput = {json.dumps(json.dumps({'body': 'x', 'headers': good}))};")
+    assert (answer.status, answer.headers) == (200, good)
+    assert run(f"scriptOutput = {json.dumps(json.dumps({'headers': headers}))};").status == 500
+
+
+@pytest.mark.parametrize("code", [
+    r"scriptOutput = JSON.stringify({body: 'a\ud800b'});",  # escaped by JSON.stringify
+    r"scriptOutput = '{\"body\": \"' + 'a\ud800' + '\"}';",  # a raw lone surrogate
+    r"'a\udfff';",  # the completion value as the output
+])
+def test_lone_surrogates_in_the_output_are_a_clean_invalid_output(code: str) -> None:
+    answer = run(code)
+    assert answer.status == 500
+    assert body_json(answer)["error"]["code"] == "invalid_output"
+    assert "surrogate" in body_json(answer)["error"]["message"]
+    answer.body.encode("utf-8")  # what the gateway writes
+
+
+def test_lone_surrogates_in_logs_and_contract_errors_become_replacement_characters() -> None:
+    answer = run(r"console.log('a\ud800b'); "
+                 r"scriptOutput = JSON.stringify({success: false, error: 'bad\udc00'});")
+    assert answer.logs == ["[log] a\ufffdb"]
+    assert answer.error == "contract_error: bad\ufffd"
+    assert answer.body.encode("utf-8")
+
+
+# ---- the time limit is wall-clock time, per invocation ----------------------------------------
+
+WAITS_1200_MS = ("setTimeout(() => { scriptOutput = JSON.stringify({body: 'waited'}); }, 1200);")
+
+
+def test_wall_clock_limit_under_concurrent_busy_invocations() -> None:
+    """Busy loops in four threads burn about two cores of process CPU time: a CPU-time limit
+    stops them early and cuts the waiting invocations short; each must get its own wall time."""
+    def one(i: int) -> Invocation:
+        if i < 4:
+            return run("for (;;) {}", time_seconds=1.5)
+        return run(WAITS_1200_MS, time_seconds=2)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(one, range(6)))
+    for answer in answers[:4]:
+        assert body_json(answer)["error"]["code"] == "timeout"
+        assert 1450 <= answer.duration_ms < 1500 + 1000
+    for answer in answers[4:]:
+        assert (answer.status, answer.body) == (200, "waited")
+
+
+STARVED_CHILD = """
+import json, os, sys, time
+os.sched_setaffinity(0, {cpu})
+from kit.runtime import Limits, invoke, make_request
+started = time.monotonic()
+answer = invoke("while (true) {{}}", make_request("GET", "/ipfs/x"),
+                limits=Limits(time_seconds=1), worker_key=bytes(32))
+print(json.dumps([answer.status, answer.body, time.monotonic() - started]))
+"""
+HOG = "import os, time\nos.sched_setaffinity(0, {cpu})\nend = time.time() + 20\nwhile time.time() < end: pass\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_wall_clock_limit_when_the_process_gets_a_third_of_a_core() -> None:
+    """Two CPU hogs share the child's only core: its process CPU clock runs at about a third of
+    wall time, so a CPU-time limit of 1 s would end near 3 s of wall time."""
+    cpu = {min(os.sched_getaffinity(0))}
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG.format(cpu=cpu)]) for _ in range(2)]
+    try:
+        done = subprocess.run([sys.executable, "-c", STARVED_CHILD.format(cpu=cpu)],
+                              capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+    assert done.returncode == 0, done.stderr
+    status, body, wall = json.loads(done.stdout)
+    assert status == 500 and json.loads(body)["error"]["code"] == "timeout"
+    assert wall < 1.0 + 0.8
+
+
+# ---- a fetch is bounded as a whole: connect, headers and body --------------------------------
+
+class _Dripper(BaseHTTPRequestHandler):
+    """Sends its answer one byte every 100 ms: in the headers, or in the body."""
+
+    stop: threading.Event
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        body = b"x" * 60
+        head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(body))
+        dripped = head if self.path == "/headers" else body
+        if self.path != "/headers":
+            self.wfile.write(head)
+            self.wfile.flush()
+        try:
+            for i in range(len(dripped)):
+                if self.stop.wait(0.1):
+                    return
+                self.wfile.write(dripped[i:i + 1])
+                self.wfile.flush()
+            if self.path == "/headers":
+                self.wfile.write(body)
+        except OSError:
+            return
+
+
+@pytest.fixture
+def dripper() -> Iterator[str]:
+    stop = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("D", (_Dripper,), {"stop": stop}))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    stop.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("where", ["/body", "/headers"])
+def test_a_dripping_server_ends_in_the_fetch_timeout_error(dripper: str, where: str) -> None:
+    code = f"""
+    fetch("{dripper}{where}").then((r) => r.text()).then(
+      (text) => {{ scriptOutput = JSON.stringify({{body: "got " + text.length}}); }},
+      (e) => {{ scriptOutput = JSON.stringify({{status: 504, body: e.name + ": " + e.message}}); }});
+    """
+    answer = run(code, time_seconds=4, fetch_timeout=1)
+    assert (answer.status, answer.body) == (504, "TypeError: fetch failed: no answer within 1.0 s")
+    assert answer.duration_ms < 1000 + 800

@@ -109,3 +109,41 @@ def test_gateway_down(project: Path, capsys: pytest.CaptureFixture[str]) -> None
                            f"http://127.0.0.1:{free_port()}", f"openaiApiKey={CANARY}")
     assert code == 1 and "cannot reach the gateway vault" in err and CANARY not in err
     assert not secrets_file(project).exists()
+
+
+def test_a_set_that_would_unbind_a_secret_is_refused_unless_replaced(
+    project: Path, local_gateway_factory: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 9: the vault keeps only the latest set, so setting callerToken alone after
+    openaiApiKey silently unbound the key. Refused (exit 2, names listed, binding intact)
+    unless the bound secrets are given again or --replace is passed."""
+    gateway = local_gateway_factory(project)
+
+    def secrets_set(*args: str) -> tuple[int, str, str]:
+        return run_cli(capsys, "secrets", "set", "-C", str(project), "--gateway", gateway.url,
+                       *args)
+
+    def vault() -> dict[str, str]:
+        stored = json.loads(secrets_file(project).read_text())
+        url = f"{gateway.url}/vaults/{stored['key']}/{stored['token']}"
+        return requests.get(url, timeout=10).json()["data"]
+
+    assert secrets_set(f"openaiApiKey={CANARY}")[0] == 0
+    before = secrets_file(project).read_bytes()
+
+    code, out, err = secrets_set("callerToken=tok-2")
+    assert code == 2 and "would unbind openaiApiKey" in err and "--replace" in err
+    assert CANARY not in out + err and "tok-2" not in out + err
+    assert secrets_file(project).read_bytes() == before
+    assert vault() == {"openaiApiKey": CANARY}  # the gateway's own view: still bound
+
+    code, _, err = secrets_set(f"openaiApiKey={CANARY}", "callerToken=tok-2")  # given again
+    assert code == 0, err
+    assert vault() == {"openaiApiKey": CANARY, "callerToken": "tok-2"}
+
+    code, _, err = secrets_set("callerToken=tok-3")
+    assert code == 2 and "would unbind openaiApiKey" in err
+    code, _, err = secrets_set("--replace", "callerToken=tok-3")
+    assert code == 0, err
+    assert vault() == {"callerToken": "tok-3"}
+    assert json.loads(secrets_file(project).read_text())["names"] == ["callerToken"]

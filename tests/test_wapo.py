@@ -198,7 +198,7 @@ def test_worker_public_key_and_sign_are_ed25519(seed: str, public: str, message:
 
 def test_other_wapo_members() -> None:
     got = js("[Array.from(Wapo.concatU8a([new Uint8Array([1, 2]), new Uint8Array([]), "
-             "new Uint8Array([3])])), Wapo.sgxQuote('m') === undefined, typeof Wapo.env, "
+             "new Uint8Array([3])])), Wapo.sgxQuote('m') instanceof Uint8Array, typeof Wapo.env, "
              "process.env === Wapo.env]")
     assert got == [[1, 2, 3], True, "object", True]
 

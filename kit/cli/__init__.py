@@ -9,7 +9,7 @@ import sys
 import click
 
 from kit import __version__
-from kit.errors import KitError
+from kit.errors import KitError, map_os_errors
 
 # name -> (module, attribute, one-line help shown by `kit --help` without importing it)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -25,6 +25,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "secrets": ("kit.cli.secrets", "secrets", "Store secrets in the gateway vault."),
     "tool": ("kit.cli.tool", "tool", "Generate the mech tool bound to the deployed CID."),
     "call": ("kit.cli.call", "call", "Invoke the deployed contract through the generated tool."),
+    "verify-answer": ("kit.cli.trust", "verify_answer", "Check a delivered answer's proof offline."),
+    "attest": ("kit.cli.trust", "attest", "Verify the contract's attestation; record its signer."),
+    "dstack": ("kit.cli.dstack", "dstack", "Package the gateway as a dstack (Phala Cloud) app."),
+    "dstack-sim": ("kit.cli.dstack", "dstack_sim", "Serve a stand-in dstack guest agent."),
+    "gateway": ("kit.cli.dstack", "gateway", "The production gateway (kit gateway serve)."),
 }
 
 
@@ -50,9 +55,11 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: KitError becomes a one-line message and its exit code."""
+    """Console entry point: KitError becomes a one-line message and its exit code. This is the
+    boundary where an OSError from any command becomes a kit error naming its path."""
     try:
-        cli.main(args=argv, prog_name="kit", standalone_mode=False)
+        with map_os_errors():
+            cli.main(args=argv, prog_name="kit", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,7 +22,18 @@ def call(project_dir: Path, prompt: str, model: str | None, as_json: bool) -> No
 
     result = call_tool(project_dir, prompt, model=model)
     view = {"tool": result.tool, "model": result.model, "answer": result.answer,
-            "ok": result.ok, "seconds": round(result.seconds, 3)}
-    emit(view, as_json, lambda v: f"{v['answer']}\n\n(tool {v['tool']}, {v['seconds']:.2f} s)")
+            "ok": result.ok, "seconds": round(result.seconds, 3), "usage": result.usage}
+    emit(view, as_json, _describe)
     if not result.ok:
         sys.exit(1)
+
+
+def _describe(view: dict[str, Any]) -> str:
+    usage = view["usage"]
+    if usage is None:
+        billing = "nothing reported to the token counter"
+    else:
+        counts = f"{usage['input_tokens']} in, {usage['output_tokens']} out tokens"
+        billing = (f"billed as {usage['model']} ({counts})" if usage["priced"] else
+                   f"NOT billed: the mech has no price for {usage['model']} ({counts})")
+    return f"{view['answer']}\n\n(tool {view['tool']}, {view['seconds']:.2f} s; {billing})"

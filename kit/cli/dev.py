@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import click
 
 from kit.cli._common import project_option
+
+if TYPE_CHECKING:
+    from kit.mock_llm import FaultSpec
 
 VAULT_FILE = Path(".kit") / "vault.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -65,22 +68,54 @@ def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None) -> None:
     _wait_for_interrupt(gateway)
 
 
+def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[FaultSpec]:
+    from kit.errors import InputError
+    from kit.mock_llm import parse_fault
+
+    try:
+        return [parse_fault(value) for value in values]
+    except InputError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--fail "), ctx, param) from None
+
+
 @click.command("mock-llm")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8100, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key", default="mock-llm-key", show_default=True,
               help="The key callers must send (Authorization: Bearer / x-api-key).")
-def mock_llm(host: str, port: int, api_key: str) -> None:
-    """Serve a STAND-IN OpenAI/Anthropic endpoint (not a language model) until Ctrl-C."""
-    from kit.mock_llm import MockLLM
+@click.option("--fail", "faults", multiple=True, metavar="SPEC", callback=_parse_faults,
+              help="Inject a failure into the next requests (repeatable; applied in order). "
+                   "SPEC is key=value pairs: status=CODE, count=N (default 1), delay=SECONDS, "
+                   "retry-after=SECONDS, body=TEXT (last; answered as text/plain instead of "
+                   "the provider's error shape).")
+def mock_llm(host: str, port: int, api_key: str, faults: list[FaultSpec]) -> None:
+    """Serve a STAND-IN OpenAI/Anthropic endpoint (not a language model) until Ctrl-C.
 
-    server = MockLLM(host, port, api_key=api_key)
+    Both shapes answer deterministically, and stream (server-sent events) when the request
+    says "stream": true. Rehearse provider failures against `kit dev` with --fail:
+
+    \b
+      --fail status=429,count=2,retry-after=1   two rate limits with Retry-After, then normal
+      --fail status=500                          one provider error
+      --fail status=401                          credentials refused
+      --fail delay=8                             answer after 8 s (past the contract's timeout)
+      --fail delay=30,status=504                 a gateway timeout after 30 s
+      --fail status=200,body=not json            a broken answer
+    """
+    from kit.mock_llm import MockLLM, describe_fault
+
+    server = MockLLM(host, port, api_key=api_key, on_request=_print_access)
+    for spec in faults:
+        server.add_fault(spec)
     _warn_if_exposed(host)
     url = server.start()
     click.echo(f"STAND-IN LLM (not a language model) at {url}")
     click.echo("  OpenAI shape:    POST /v1/chat/completions (Authorization: Bearer <key>)")
-    click.echo("  Anthropic shape: POST /v1/messages (x-api-key: <key>)")
-    click.echo("  answers: 'stand-in answer: ' + the first 16 hex digits of sha256(prompt)")
+    click.echo("  Anthropic shape: POST /v1/messages (x-api-key: <key> or Authorization: Bearer)")
+    click.echo("  answers: 'stand-in answer: ' + the first 16 hex digits of sha256(prompt); "
+               '"stream": true streams it')
+    for spec in faults:
+        click.echo(f"  injected failure: {describe_fault(spec)}")
     click.echo("Ctrl-C to stop")
     _wait_for_interrupt(server)
 

@@ -123,10 +123,13 @@ def _describe_deploy(view: dict[str, Any]) -> str:
 def verify(cid: str | None, project_dir: Path, gateways: tuple[str, ...], timeout: float,
            as_json: bool) -> None:
     """Fetch CID (default: the latest deployment's) through each gateway and re-hash it."""
+    from kit.config import check_option_url
     from kit.deploy import verify as run_verify
     from kit.errors import CidMismatch, InputError
     from kit.records import load_latest
 
+    for gateway in gateways:
+        check_option_url("--gateway", gateway)
     latest = load_latest(project_dir)
     if cid is None and latest is None:
         raise InputError("no CID given and no deployment recorded; pass CID or run `kit deploy`")

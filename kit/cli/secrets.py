@@ -22,10 +22,13 @@ def secrets() -> None:
 @click.option("--from-env", "env_names", multiple=True, metavar="NAME",
               help="Take secret NAME's value from the environment variable NAME.")
 @click.option("--gateway", "gateway_url", help="Gateway URL (default: agent.toml gateway.url).")
+@click.option("--replace", is_flag=True,
+              help="Bind exactly these secrets, dropping bound ones not given again.")
 @json_option
 def set_(project_dir: Path, pairs: tuple[str, ...], env_names: tuple[str, ...],
-         gateway_url: str | None, as_json: bool) -> None:
-    """Post secrets to the gateway vault for the latest deployment."""
+         gateway_url: str | None, replace: bool, as_json: bool) -> None:
+    """Post secrets to the gateway vault for the latest deployment (the new set replaces the
+    bound one: give every secret again, or pass --replace)."""
     from kit.secrets import set_secrets
 
     values = dict(parse_pairs(pairs, "secret"))
@@ -33,7 +36,7 @@ def set_(project_dir: Path, pairs: tuple[str, ...], env_names: tuple[str, ...],
         if name not in os.environ:
             raise InputError(f"--from-env {name}: environment variable {name} is not set")
         values[name] = os.environ[name]
-    binding = set_secrets(project_dir, values, gateway_url=gateway_url)
+    binding = set_secrets(project_dir, values, gateway_url=gateway_url, replace=replace)
     emit(binding.public_view(binding.cid), as_json, lambda view: "\n".join(
         [f"vault secrets set for {view['cid']} at {view['gateway_url']}"]
         + [f"  {name} = ****" for name in view["names"]]

@@ -23,14 +23,22 @@ from kit.cli._common import emit, json_option, project_option
               help="Pin the package directory (wrapped) to IPFS and check its hash.")
 @click.option("--ipfs-api", help="Node RPC API for --push (default: the running `kit node up` "
               "node, else agent.toml ipfs.api).")
+@click.option("--copyright-holder", help="Name in the files' licence header (default: the "
+              "author; use 'Valory AG' inside Valory's own packages/valory).")
+@click.option("--used-params/--no-used-params", default=False, show_default=True,
+              help="Return the 6-tuple with used_params (only mechs that accept 5 or 6 items).")
 @json_option
 def tool(project_dir: Path, packages_dir: Path | None, author: str | None, name: str | None,
-         version: str | None, push: bool, ipfs_api: str | None, as_json: bool) -> None:
+         version: str | None, push: bool, ipfs_api: str | None, copyright_holder: str | None,
+         used_params: bool, as_json: bool) -> None:
     """Write packages/<author>/customs/<name>/ for the latest deployment and record its hash."""
-    from kit.mechtool import generate_tool
+    from kit.mechtool import ToolOptions, generate_tool
 
+    options = ToolOptions(copyright_holder=copyright_holder, used_params=used_params)
     result = generate_tool(project_dir, packages_dir=packages_dir, author=author, name=name,
-                           version=version)
+                           version=version, options=options)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     view = result.to_dict()
     if push:
         view["pushed_to"] = _push(project_dir, result.package_dir, result.package_hash, ipfs_api)
