@@ -12,6 +12,10 @@ Choices where the real gateway differs or is not published: the real one routes 
 the contract; the gen-1 request only defines GET, POST, PUT and PATCH, so other methods get a
 405 here instead of reaching a contract that cannot name them. Gateway errors are JSON
 `{"error": {"code", "message"}}` (the real gateway answers plain text) so tools can read them.
+
+HTTP hardening: a request whose Content-Length headers disagree is refused (400) and its
+connection closed, as is any chunked body (411); JSON nested past Python's stack is a 400. Each
+contract run has its own wall-clock limit (`kit.runtime.Limits.time_seconds`).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from kit.errors import InputError
+from kit.errors import ExternalError, InputError
 
 GEN1_METHODS = ("GET", "POST", "PATCH", "PUT")
 BODY_METHODS = ("POST", "PATCH", "PUT")
@@ -356,11 +356,15 @@ class _Alarms:
                 while self._heap and (self._heap[0][0] <= now
                                       or self._heap[0][1] not in self._callbacks):
                     callback = self._callbacks.pop(heapq.heappop(self._heap)[1], None)
-                    if callback is not None:
-                        callback()  # callbacks are tiny and never raise
-                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    try:
+                        if callback is not None:
+                            callback()  # tiny: a memory write, a socket shutdown
+                    except Exception:  # noqa: BLE001 - the watchdog must outlive any callback
+                        pass
+                self._cond.wait(min(self._heap[0][0] - now, _MAX_WAIT) if self._heap else None)
 
 
+_MAX_WAIT = 3600.0  # Condition.wait refuses an infinite timeout
 _alarms = _Alarms()
 
 # The probe time limit (seconds) whose clock ticks no other field of a fresh context holds, and
@@ -400,7 +404,7 @@ def _find_limit_word(ctx: Any) -> int:
     found = [at * 8 for at, (old, new) in enumerate(zip(before, after))
              if new == ticks and old != ticks]
     if len(found) != 1:
-        raise RuntimeError(_BINDING_MESSAGE.format("its interrupt data was not found"))
+        raise ExternalError(_BINDING_MESSAGE.format("its interrupt data was not found"))
     return found[0]
 
 
@@ -415,7 +419,7 @@ def _check_binding() -> int:
     ctx.add_callable("__kit_probe", lambda: True)
     word.value = _NEVER
     if not ctx.eval("(() => { try { return __kit_probe(); } catch (e) { return false; } })()"):
-        raise RuntimeError(_BINDING_MESSAGE.format("host functions fail with the limit armed"))
+        raise ExternalError(_BINDING_MESSAGE.format("host functions fail with the limit armed"))
     loop = "(() => { let i = 0; while (i < 1e6) i++; return i; })()"
     word.value = 0
     try:
@@ -424,10 +428,10 @@ def _check_binding() -> int:
         if "interrupted" not in str(exc):
             raise
     else:
-        raise RuntimeError(_BINDING_MESSAGE.format("a running loop was not stopped"))
+        raise ExternalError(_BINDING_MESSAGE.format("a running loop was not stopped"))
     word.value = _NEVER
     if ctx.eval(loop) != 1e6:
-        raise RuntimeError(_BINDING_MESSAGE.format("the loop did not run to its end"))
+        raise ExternalError(_BINDING_MESSAGE.format("the loop did not run to its end"))
     return offset
 
 
@@ -620,7 +624,7 @@ class _Session:
 
     def _classify(self, text: str, ctx: Any) -> _Fault:
         first = text.splitlines()[0] if text else ""
-        if "interrupted" in first:
+        if first.startswith("InternalError: interrupted") and self._remaining() <= 0:
             return _Fault("timeout", f"time limit of {self.limits.time_seconds:g} s exceeded")
         if "stack overflow" in first:
             return _Fault("stack_overflow", "maximum call stack size exceeded")
@@ -993,7 +997,8 @@ def _header_problem(name: str, value: str) -> str | None:
     if not _HEADER_NAME.fullmatch(name):
         return (f"header name {ascii(name)[:80]} is not an HTTP token (letters, digits and "
                 "!#$%&'*+-.^_`|~ only)")
-    bad = _HEADER_VALUE.match(value).end()  # where the allowed characters stop
+    allowed = _HEADER_VALUE.match(value)  # always matches (maybe empty): where it stops
+    bad = allowed.end() if allowed else 0
     if bad < len(value):  # the value itself is never echoed: it may hold a secret
         return (f"header {name} has a value with CR, LF, another control character or a "
                 f"character outside latin-1 (U+{ord(value[bad]):04X} at position {bad})")

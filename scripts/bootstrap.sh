@@ -4,6 +4,7 @@
 #   - scripts/ipfs-node/node_modules: the pinned js-ipfs node, installed by `npm ci` from the
 #     committed package-lock.json (Node.js 20 and npm come with the machine);
 #   - scripts/phala-fn/node_modules: Phala's pinned @phala/fn (phatjs), the same way;
+#   - scripts/vendor-crypto/node_modules: the pinned noble packages and esbuild, the same way;
 #   - .venv-olas/ with open-autonomy (autonomy, aea) from scripts/olas-requirements.txt.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +30,14 @@ phala_dir="$root/scripts/phala-fn"
 if [ ! -f "$phala_dir/node_modules/.package-lock.json" ] \
    || [ "$phala_dir/package-lock.json" -nt "$phala_dir/node_modules/.package-lock.json" ]; then
   (cd "$phala_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The pinned noble packages and bundler behind contract_template/vendor/noble-crypto.js: only for
+# regenerating it and for the test that it is exactly what they give (kit build needs no Node.js).
+crypto_dir="$root/scripts/vendor-crypto"
+if [ ! -f "$crypto_dir/node_modules/.package-lock.json" ] \
+   || [ "$crypto_dir/package-lock.json" -nt "$crypto_dir/node_modules/.package-lock.json" ]; then
+  (cd "$crypto_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # The Olas checks (autonomy, aea) in their own venv: open-autonomy's pins clash with the kit's.

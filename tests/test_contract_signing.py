@@ -222,6 +222,31 @@ def test_the_same_code_signs_identically_in_phalas_engine(contract: str, tmp_pat
     assert got == ["0x" + signature, address_of(((secret % (ORDER - 1)) + 1).to_bytes(32, "big"))]
 
 
+def test_encryption_primitives_agree_with_python_libraries(contract: str) -> None:
+    """ECDH, HKDF-SHA256 and AES-256-GCM (for request encryption) inside the contract, against
+    coincurve (libsecp256k1) and pycryptodome."""
+    import coincurve
+    from Crypto.Cipher import AES
+    from Crypto.Hash import SHA256
+    from Crypto.Protocol.KDF import HKDF
+
+    ours, theirs = bytes([3]) * 32, bytes([5]) * 32
+    nonce, plain, info = bytes(range(12)), "request ♥".encode(), b"kit ecies test"
+    got = evaluate(contract, f"""(() => {{
+      const C = noble(), hex = C.bytesToHex, bytes = C.hexToBytes;
+      const shared = C.secp256k1.getSharedSecret(bytes('{ours.hex()}'),
+        C.secp256k1.getPublicKey(bytes('{theirs.hex()}')));
+      const key = C.hkdf(C.sha256, shared, new Uint8Array(0), bytes('{info.hex()}'), 32);
+      const sealed = C.gcm(key, bytes('{nonce.hex()}')).encrypt(bytes('{plain.hex()}'));
+      return [hex(shared), hex(key), hex(sealed)];
+    }})()""")
+    point = coincurve.PublicKey.from_secret(theirs).multiply(ours).format(compressed=True)
+    key = HKDF(point, 32, b"", SHA256, context=info)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+    sealed, tag = cipher.encrypt_and_digest(plain)
+    assert got == [point.hex(), key.hex(), (sealed + tag).hex()]
+
+
 # ---- /attestation --------------------------------------------------------------------------------
 
 
@@ -291,6 +316,22 @@ def test_vendored_file_is_the_recorded_one_and_ships_in_the_contract(contract: s
     licence = (vendor_dir() / "LICENSE").read_text()
     assert all(name in licence for name in ("@noble/curves@", "@noble/hashes@", "@noble/ciphers@"))
     assert "MIT License" in licence
+
+
+def test_vendored_file_is_exactly_what_the_pinned_packages_give() -> None:
+    """scripts/vendor-crypto/build.mjs --check rebuilds the bundle from the locked npm packages
+    (installed by scripts/bootstrap.sh) and compares it byte for byte, after its own checks
+    against noble's secp256k1, keccak and AES-GCM in a sandbox without `crypto`."""
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[1] / "scripts" / "vendor-crypto"
+    if not (folder / "node_modules" / "@noble" / "curves").exists():
+        pytest.fail(f"{folder}/node_modules is missing: run scripts/bootstrap.sh")
+    done = subprocess.run(["node", "build.mjs", "--check"], cwd=folder, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    recorded = (vendor_dir() / "noble-crypto.js.sha256").read_text().split()[0]
+    assert f"sha256 {recorded}" in done.stdout
 
 
 def test_build_refuses_a_modified_vendored_file(

@@ -51,15 +51,25 @@ def test_compose_writes_a_document_whose_bytes_hash_to_the_recorded_hash(tmp_pat
 
 
 def test_compose_file_pins_every_image_and_mounts_the_guest_agent(tmp_path, capsys):
-    assert run(capsys, "dstack", "compose", "-C", str(tmp_path), "--image", IMAGE)[0] == 0
+    assert run(capsys, "dstack", "compose", "-C", str(tmp_path), "--image", IMAGE,
+               "--ipfs-gateway", "http://127.0.0.1:8080", "--ipfs-gateway",
+               "https://ipfs.invalid/")[0] == 0
     document = json.loads((tmp_path / "dstack" / "app-compose.json").read_text())
     assert document["runner"] == "docker-compose" and document["kms_enabled"] is True
     assert document["allowed_envs"] == []
     services = yaml.safe_load(document["docker_compose_file"])["services"]
     for service in services.values():
         assert PINNED.search(service["image"]), service["image"]
-        assert "environment" not in service and "env_file" not in service
+        assert "env_file" not in service
+    assert services["gateway"]["environment"] == [
+        "KIT_IPFS_GATEWAYS=http://127.0.0.1:8080 https://ipfs.invalid/"]
     assert "/var/run/dstack.sock:/var/run/dstack.sock" in services["gateway"]["volumes"]
+    # the recorded gateways are reused, and a credential in a URL is refused
+    assert run(capsys, "dstack", "compose", "-C", str(tmp_path))[0] == 0
+    assert json.loads((tmp_path / "dstack" / "app-compose.json").read_text()) == document
+    code, _, err = run(capsys, "dstack", "compose", "-C", str(tmp_path), "--ipfs-gateway",
+                       "https://user:hunter2@ipfs.invalid/")
+    assert code == 2 and "hunter2" not in err
     on_disk = (tmp_path / "dstack" / "docker-compose.yaml").read_text()
     assert on_disk == document["docker_compose_file"]
 

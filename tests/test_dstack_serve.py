@@ -133,3 +133,39 @@ def test_vault_is_sealed_bound_to_its_cid_and_unreadable_by_another_app(socket_d
     (tmp_path / "vault.sealed").write_text(json.dumps({"version": 1, "entries": []}))
     with pytest.raises(VaultFileInvalid, match="not a sealed vault"):
         SealedVault(tmp_path / "vault.sealed", same_app)
+
+
+DERIVE = b"""
+async function main(raw) {
+  const secret = Wapo.deriveSecret("agent-contract-kit/test/v1");
+  const hex = Array.from(secret, (b) => b.toString(16).padStart(2, "0")).join("");
+  return JSON.stringify({ status: 200, body: hex, headers: {} });
+}
+main.apply(null, globalThis.scriptArgs).then((out) => { globalThis.scriptOutput = out; });
+"""
+
+
+def test_derived_secrets_come_from_the_app_key(socket_dir, tmp_path) -> None:
+    cid = oracle_cid(DERIVE, 1)
+
+    def handle(request: BaseHTTPRequestHandler) -> None:
+        reply(request, 200, DERIVE) if request.path == f"/ipfs/{cid}" else \
+            reply(request, 404, b"")
+
+    seen = {}
+    with guest_agent(socket_dir, "app"), guest_agent(socket_dir, "other"), \
+            standin_http(handle) as url:
+        replica = StandInServer(GuestAgentStandIn(app_compose(IMAGE, "app"),
+                                                  instance_id="22" * 20),
+                                socket_path=socket_dir / "replica.sock", port=None)
+        with replica:
+            for name in ("app", "replica", "other"):
+                gateway = start(socket_dir, tmp_path / name, [url], name=name)
+                try:
+                    answer = requests.get(f"{gateway.url}/ipfs/{cid}", timeout=TIMEOUT)
+                    assert answer.status_code == 200
+                    seen[name] = answer.text
+                finally:
+                    gateway.stop()
+    assert len(bytes.fromhex(seen["app"])) == 64
+    assert seen["app"] == seen["replica"] != seen["other"]

@@ -160,3 +160,54 @@ def test_cli_refuses_bad_input(socket_dir) -> None:
          "--socket", str(socket_dir / "s.sock"), "--seconds", "0"],
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+# -- the Wapo globals from the guest agent (kit.dstack.guest) ---------------------------------
+
+def test_derive_secret_is_per_cid_and_shared_by_replicas(server, socket_dir) -> None:
+    from kit.dstack.guest import GuestAgent
+
+    guest = GuestAgent(str(server.socket_path))
+    first = guest.derive_secret("bafkreione", "code", b"salt")
+    assert len(first) == 64 and first == guest.derive_secret("bafkreione", "code", b"salt")
+    assert first != guest.derive_secret("bafkreitwo", "code", b"salt")
+    assert first != guest.derive_secret("bafkreione", "code", b"salt2")
+    replica = GuestAgentStandIn(app_compose(IMAGE, "demo"), instance_id="11" * 20)
+    with StandInServer(replica, socket_path=socket_dir / "r.sock", port=None) as second:
+        assert GuestAgent(str(second.socket_path)).derive_secret(
+            "bafkreione", "code", b"salt") == first
+    other = GuestAgentStandIn(app_compose(IMAGE, "other-app"))
+    with StandInServer(other, socket_path=socket_dir / "o.sock", port=None) as third:
+        assert GuestAgent(str(third.socket_path)).derive_secret(
+            "bafkreione", "code", b"salt") != first
+
+
+def test_quote_binds_cid_and_message(server) -> None:
+    from kit.dstack.guest import GuestAgent
+    from kit.trust import tdx
+    from kit.trust.errors import NotVerified
+
+    guest = GuestAgent(server.url)
+    answer = guest.quote("bafkreione", "agent-contract-kit attest v1\ncid: bafkreione")
+    assert answer["quote_type"] == "tdx"
+    compose_hash = guest.compose_hash()
+    message = "agent-contract-kit attest v1\ncid: bafkreione"
+    report = tdx.verify_tdx_attestation(answer["quote"], answer["event_log"],
+                                        tdx.tdx_report_data("bafkreione", message),
+                                        compose_hash, allow_dev=True)
+    assert report.compose_hash == compose_hash
+    with pytest.raises(NotVerified) as err:
+        tdx.verify_tdx_attestation(answer["quote"], answer["event_log"],
+                                   tdx.tdx_report_data("bafkreitwo", message), compose_hash,
+                                   allow_dev=True)
+    assert err.value.field == "report_data"
+
+
+def test_guest_agent_errors_are_mapped(socket_dir) -> None:
+    from kit.dstack.guest import GuestAgent
+    from kit.errors import ExternalError
+
+    with pytest.raises(ExternalError, match="kit dstack-sim"):
+        GuestAgent(str(socket_dir / "missing.sock"))
+    with pytest.raises(ExternalError, match="GetKey"):
+        GuestAgent("http://127.0.0.1:9", timeout=2).derive_secret("bafkreione", "c", b"s")

@@ -368,3 +368,11 @@ def test_push_mismatch_unpins_what_it_added(deployed_project: Path, ipfs_node: R
     with pytest.raises(CidMismatch, match="the pin was removed"):
         push_package(result.package_dir, result.package_hash, ipfs_api=ipfs_node.api)
     assert not ipfs_node.client.is_pinned(edited_hash)
+
+
+def test_cli_refuses_a_multiline_copyright_holder(deployed_project: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "tool", "-C", str(deployed_project),
+                             "--copyright-holder", "Evil\n# injected")
+    assert code == 2 and out == "" and "--copyright-holder" in err
+    assert not (deployed_project / "packages").exists()

@@ -13,14 +13,19 @@ Findings about phatjs 0.10.4 (the build inside @phala/fn 0.2.22), checked by the
   `process.exit()` ends the run early, keeping `scriptOutput` (WapoJS: `Wapo.exit` closes every
   resource, phat-quickjs WapoJS/src/host_functions.rs; its polyfill-fetch.js never reads the
   signal at all). The template therefore ends the worker once its answer is set.
-- `Date.now()` is always 0 there, and it has no `Wapo` global (its host object is `Sidevm`), so
-  contracts using `Wapo.*` cannot run in it; the template does not.
+- `Date.now()` is always 0 there, and it has no `Wapo` global (its host object is `Sidevm`,
+  without deriveSecret), while the worker has one: the template, which signs its answers with a
+  key from `Wapo.deriveSecret`, answers 500 `signing_unavailable` in bare phatjs. For the
+  template the phatjs side therefore gets a labelled stand-in `Wapo.deriveSecret` prepended,
+  giving for each derivation path the bytes the local runtime derives for the same worker key
+  and code, so that both runtimes must produce the very same signed answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -39,6 +44,7 @@ MODELS = ["model-a", "model-b"]
 SYSTEM_PROMPT = "Answer briefly."
 MAX_PROMPT = 40
 SECRET = {"llmKey": MOCK_LLM_KEY}
+WORKER_KEY = bytes(range(32))
 
 
 @dataclass(frozen=True)
@@ -83,15 +89,44 @@ def run_kit(script: Path, request: dict[str, Any] | str) -> Answer:
 
     parsed = json.loads(request) if isinstance(request, str) else request
     started = time.monotonic()
-    answer = invoke(script.read_text(encoding="utf-8"), parsed, worker_key=bytes(range(32)))
+    answer = invoke(script.read_text(encoding="utf-8"), parsed, worker_key=WORKER_KEY)
     seconds = time.monotonic() - started
     if answer.status == 500 and answer.error and answer.error.startswith("contract_error"):
         return Answer(500, {}, json.loads(answer.body)["error"], seconds)
     return Answer(answer.status, answer.headers, answer.body, seconds)
 
 
-def both(script: Path, request: dict[str, Any] | str) -> tuple[Answer, Answer]:
-    return run_kit(script, request), run_phatjs(script, request)
+@dataclass(frozen=True)
+class Contract:
+    kit: Path  # the contract as deployed
+    phala: Path  # the same, behind a stand-in Wapo.deriveSecret where it needs one
+
+
+def both(contract: Contract | Path, request: dict[str, Any] | str) -> tuple[Answer, Answer]:
+    if isinstance(contract, Path):
+        contract = Contract(contract, contract)
+    return run_kit(contract.kit, request), run_phatjs(contract.phala, request)
+
+
+STAND_IN_WAPO = """// STAND-IN (test only): phatjs has no Wapo; the worker derives secrets, and so does this,
+// from a table of the local runtime's derivations for this code and worker key.
+globalThis.Wapo = { deriveSecret(salt) {
+  const hex = %s[String(salt)];
+  if (hex === undefined) throw new Error("stand-in Wapo.deriveSecret: unknown path " + salt);
+  return new Uint8Array(hex.match(/../g).map((pair) => parseInt(pair, 16)));
+} };
+"""
+
+
+def with_stand_in_wapo(contract: Path) -> Contract:
+    from kit.runtime import derive_secret
+
+    code = contract.read_text(encoding="utf-8")
+    paths = re.findall(r'^const \w+_PATH = "([^"]+)";', code, re.MULTILINE)
+    table = {path: derive_secret(WORKER_KEY, code, path.encode()).hex() for path in paths}
+    phala = contract.with_name("agent.phatjs.js")
+    phala.write_text(STAND_IN_WAPO % json.dumps(table) + code, encoding="utf-8")
+    return Contract(contract, phala)
 
 
 def same_answer(kit: Answer, phala: Answer) -> Answer:
@@ -103,11 +138,16 @@ def same_answer(kit: Answer, phala: Answer) -> Answer:
 
 
 @pytest.fixture
-def template(project_factory, mock_llm) -> Path:
+def template(project_factory, mock_llm) -> Contract:
     project = project_factory(
         base_url=mock_llm.base_url, models=MODELS, key_secret="llmKey",
         system_prompt=SYSTEM_PROMPT, timeout_seconds=2, max_prompt_chars=MAX_PROMPT)
-    return project / "dist" / "agent.js"
+    return with_stand_in_wapo(project / "dist" / "agent.js")
+
+
+def test_bare_phatjs_has_no_wapo_so_the_template_cannot_sign(template: Contract) -> None:
+    answer = run_phatjs(template.kit, post({"prompt": "hi"}))
+    assert answer.status == 500 and answer.json["error"]["code"] == "signing_unavailable"
 
 
 def stand_in_answer(prompt: str) -> str:
@@ -146,7 +186,7 @@ REQUESTS = [
 ]
 
 
-def test_template_answers_the_same_in_both_runtimes(template: Path, mock_llm) -> None:
+def test_template_answers_the_same_in_both_runtimes(template: Contract, mock_llm) -> None:
     for name, request, status, code in REQUESTS:
         before = len(mock_llm.requests)
         kit, phala = both(template, request)
@@ -181,12 +221,12 @@ PROVIDER_FAULTS = [
 
 
 @pytest.mark.parametrize("fault,code", PROVIDER_FAULTS, ids=["500", "429", "401", "malformed"])
-def test_provider_errors_map_the_same(template: Path, mock_llm, fault, code) -> None:
+def test_provider_errors_map_the_same(template: Contract, mock_llm, fault, code) -> None:
     request = post({"prompt": "hi"})
     mock_llm.fail_next(**fault)
-    kit = run_kit(template, request)
+    kit = run_kit(template.kit, request)
     mock_llm.fail_next(**fault)
-    phala = run_phatjs(template, request)
+    phala = run_phatjs(template.phala, request)
     answer = same_answer(kit, phala)
     assert 400 <= answer.status < 600 and answer.status != 500
     if code is not None:
@@ -201,16 +241,16 @@ def phatjs_startup(tmp_path: Path) -> float:
     return min(run_phatjs(empty, "{}").seconds for _ in range(2))
 
 
-def test_slow_provider_times_out_at_the_template_timeout_in_both(template: Path, mock_llm,
+def test_slow_provider_times_out_at_the_template_timeout_in_both(template: Contract, mock_llm,
                                                                  tmp_path: Path) -> None:
     """The issue's case: timeout_seconds = 2, the provider takes 8 s. Both answer 504 after
     about 2 s (phatjs' start-up subtracted), not after the 8 s the abandoned request takes."""
     startup = phatjs_startup(tmp_path)
     request = post({"prompt": "slow"})
     mock_llm.fail_next(None, delay=8)
-    kit = run_kit(template, request)
+    kit = run_kit(template.kit, request)
     mock_llm.fail_next(None, delay=8)
-    phala = run_phatjs(template, request)
+    phala = run_phatjs(template.phala, request)
     answer = same_answer(kit, phala)
     assert answer.status == 504 and answer.json["error"]["code"] == "provider_timeout"
     assert 1.9 <= kit.seconds < 3.5, kit.seconds

@@ -825,3 +825,15 @@ def test_a_dripping_server_ends_in_the_fetch_timeout_error(dripper: str, where: 
     answer = run(code, time_seconds=4, fetch_timeout=1)
     assert (answer.status, answer.body) == (504, "TypeError: fetch failed: no answer within 1.0 s")
     assert answer.duration_ms < 1000 + 800
+
+
+def test_a_binding_without_the_expected_limit_word_fails_closed(monkeypatch) -> None:
+    """If the binding's interrupt data cannot be found (another version or platform), the
+    runtime refuses to run rather than run without a time limit."""
+    import kit.runtime as runtime
+    from kit.errors import ExternalError
+
+    monkeypatch.setattr(runtime, "_limit_offset", None)
+    monkeypatch.setattr(runtime, "_CLOCKS_PER_SEC", 1000)  # the probe then matches no field
+    with pytest.raises(ExternalError, match="install the quickjs version pinned"):
+        run("scriptOutput = ''")

@@ -28,7 +28,10 @@ from kit.errors import InputError
 from kit.trust import tdx
 from kit.trust.errors import NotVerified
 
-VECTORS = Path("/work/shared/vectors/dcap-qvl")
+# shared/ sits beside the repository (CI copies it there); /work/shared on a session machine
+VECTORS = next((path for path in (Path(__file__).resolve().parents[2] / "shared" / "vectors"
+                                  / "dcap-qvl", Path("/work/shared/vectors/dcap-qvl"))
+                if path.is_dir()), Path("/work/shared/vectors/dcap-qvl"))
 DSTACK = Path(__file__).parent / "data" / "dstack_simulator"
 DSTACK_COMPOSE_HASH = "ea549f02e1a25fabd1cb788380e033ec5461b2ffe4328d753642cf035452e48b"
 

@@ -225,3 +225,17 @@ def test_fetched_collateral_is_cached_until_it_expires(sample: dict[str, Any],
     sgx.verify_sgx_quote(sample["quote"], sample["report_data"], policy)
     assert len(fetches) == 2
     sgx.clear_collateral_cache()
+
+
+def test_the_local_runtime_dev_quote_verifies_only_when_allowed() -> None:
+    """Agreement with kit.runtime (the contract side's Wapo.sgxQuote): same layout and binding."""
+    from kit.runtime import dev_quote, worker_public_key
+
+    code = CODE.decode()
+    worker_key = bytes(range(32))
+    document = dev_document(
+        quote=dev_quote(worker_key, code, message().encode()).hex(),
+        worker_public_key=worker_public_key(worker_key).hex())
+    attested = verify_attestation(document, cid=CID, nonce=NONCE, policy=DEV_POLICY)
+    assert attested.quote.quote_type == "dev" and attested.signer == SIGNER
+    refused(document, "quote_type", AttestationPolicy(app_address=bytes(32)))

@@ -8,6 +8,9 @@ conveniences:
   source is tried; if none gives matching bytes, 502 ``cid_mismatch``). Verified code is cached
   in memory and, when a data directory is given, on disk (re-hashed when read back);
 - there is no project directory: nothing is auto-loaded from a local build;
+- the runtime's worker key (behind `Wapo.deriveSecret` and `Wapo.workerSign`) is the guest
+  agent's ``GetKey`` on ``WORKER_KEY_PATH``: derived secrets stay bound to the contract's code
+  hash as in `kit dev`, are shared by replicas of one app, and differ between apps;
 - the vault file is sealed at rest (AES-256-GCM) with a key from the guest agent's ``GetKey``
   on ``SEALING_KEY_PATH``: replicas of one app (same KMS app key) read it, another app cannot.
   Entries stay bound to their CID as in the Phala vault.
@@ -25,6 +28,7 @@ from kit.gateway import CodeNotFound, CodeStore, LocalGateway, hashes_to
 from kit.vault import Vault, VaultEntry, VaultFileInvalid
 
 SEALING_KEY_PATH = "agent-contract-kit/vault-sealing/v1"
+WORKER_KEY_PATH = "agent-contract-kit/worker-key/v1"
 SEALED_MAGIC = b"KIT-SEALED-VAULT-v1\n"
 MAX_CODE_BYTES = 8 << 20
 FETCH_TIMEOUT = 10.0
@@ -32,13 +36,22 @@ FETCH_TIMEOUT = 10.0
 
 def sealing_key(endpoint: str | None = None, timeout: float = 5.0) -> bytes:
     """The vault sealing key: HKDF-SHA256 of the guest agent's key on SEALING_KEY_PATH."""
+    return _app_key(SEALING_KEY_PATH, b"agent-contract-kit vault sealing v1", endpoint, timeout)
+
+
+def worker_key(endpoint: str | None = None, timeout: float = 5.0) -> bytes:
+    """The runtime's 32-byte worker key: HKDF-SHA256 of the key on WORKER_KEY_PATH."""
+    return _app_key(WORKER_KEY_PATH, b"agent-contract-kit worker key v1", endpoint, timeout)
+
+
+def _app_key(path: str, label: bytes, endpoint: str | None, timeout: float) -> bytes:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     from dstack_sdk import DstackClient
 
     try:
-        material = DstackClient(endpoint, timeout=timeout).get_key(
-            SEALING_KEY_PATH, "vault-sealing").decode_key()
+        material = DstackClient(endpoint, timeout=timeout).get_key(path, label.decode()
+                                                                   ).decode_key()
     except (OSError, ValueError, RuntimeError) as exc:
         raise ExternalError(f"the dstack guest agent did not answer GetKey "
                             f"({type(exc).__name__}); is /var/run/dstack.sock mounted "
@@ -46,8 +59,7 @@ def sealing_key(endpoint: str | None = None, timeout: float = 5.0) -> bytes:
     except Exception as exc:  # httpx errors: the SDK does not wrap them
         raise ExternalError(f"the dstack guest agent did not answer GetKey "
                             f"({type(exc).__name__})") from None
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"agent-contract-kit vault sealing v1").derive(material)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(material)
 
 
 class SealedVault(Vault):
@@ -179,8 +191,11 @@ def production_gateway(*, gateways: Sequence[str], ipfs_api: str | None, data_di
                          "contracts from")
     checked = [check_option_url("--ipfs-gateway", url) for url in gateways]
     key = sealing_key(dstack_endpoint)
+    options.setdefault("worker_key", worker_key(dstack_endpoint))
     data_dir = Path(data_dir)
     vault_path = data_dir / "vault.sealed"
+    # LocalGateway opens a plain vault at construction; that path is never written (the
+    # sealed vault replaces it before the first request).
     gateway = LocalGateway(None, ipfs_api=None, vault_path=data_dir / ".unused-plain-vault",
                            host=host, port=port, max_concurrency=max_concurrency, **options)
     gateway.vault = SealedVault(vault_path, key)

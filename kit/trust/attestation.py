@@ -14,24 +14,17 @@ the same message to attested hardware. A missing quote (`null`) is refused.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kit.errors import GatewayError, InputError
-from kit.trust.core import attest_message
-from kit.trust.errors import NotVerified
+from kit.trust.core import check_attestation_fields, hex_bytes
+from kit.trust.errors import refusals
 from kit.trust.quotes import Attestation, AttestationPolicy, QuoteVerdict, verify_by_type
 
-FIELDS = ("cid", "signer", "encryption_key", "nonce", "message", "worker_public_key",
-          "worker_signature", "quote", "quote_type")
 MAX_DOCUMENT_BYTES = 256 * 1024
-_NONCE = re.compile(r"^[0-9a-f]{64}$")
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_COMPRESSED_KEY = re.compile(r"^(0x)?0[23][0-9a-fA-F]{64}$")
-_HEX = re.compile(r"^(0x)?([0-9a-fA-F]{2})+$")
 
 
 @dataclass(frozen=True)
@@ -53,53 +46,24 @@ def new_nonce() -> str:
     return secrets.token_hex(32)
 
 
-def _text(document: Mapping[str, Any], name: str) -> str:
-    value = document.get(name)
-    if not isinstance(value, str) or not value:
-        raise NotVerified(name, "missing or not a string")
-    return value
-
-
-def _hex_bytes(name: str, value: str) -> bytes:
-    if not _HEX.match(value):
-        raise NotVerified(name, "must be hex")
-    return bytes.fromhex(value.removeprefix("0x"))
-
-
 def parse_attestation(document: Any, *, cid: str, nonce: str) -> Attestation:
-    """Check the document's fields, nonce, cid and message; the quote is checked separately."""
-    if not isinstance(document, dict):
-        raise NotVerified("attestation", "not a JSON object")
-    if document.get("quote") is None:
-        raise NotVerified("quote", "the runtime gave no quote: nothing attests this signer")
-    text = {name: _text(document, name) for name in FIELDS}
-    if text["nonce"] != nonce:
-        raise NotVerified("nonce", "differs from the fresh nonce sent (a replayed attestation)")
-    if text["cid"] != cid:
-        raise NotVerified("cid", f"the attestation is for {text['cid']:.80}, not {cid}")
-    if not _ADDRESS.match(text["signer"]):
-        raise NotVerified("signer", "must be a 0x address of 40 hex digits")
-    if not _COMPRESSED_KEY.match(text["encryption_key"]):
-        raise NotVerified("encryption_key", "must be a compressed secp256k1 key (33 bytes, hex)")
-    rebuilt = attest_message(text["cid"], text["signer"], text["encryption_key"], text["nonce"])
-    if text["message"] != rebuilt:
-        raise NotVerified("message", "is not the attest v1 text of these fields")
-    _hex_bytes("worker_public_key", text["worker_public_key"])
-    _hex_bytes("worker_signature", text["worker_signature"])
+    """Check the document's fields, nonce, cid and message (kit.trust.core, the same code the
+    generated tool runs); the quote is checked separately."""
+    with refusals():
+        fields = check_attestation_fields(document, cid, nonce)
+        quote = hex_bytes("quote", fields["quote"])
     return Attestation(
-        cid=text["cid"], signer=text["signer"], encryption_key=text["encryption_key"],
-        nonce=text["nonce"], message=text["message"],
-        worker_public_key=text["worker_public_key"], worker_signature=text["worker_signature"],
-        quote=_hex_bytes("quote", text["quote"]), quote_type=text["quote_type"],
-        document=dict(document),
+        cid=fields["cid"], signer=fields["signer"], encryption_key=fields["encryption_key"],
+        nonce=fields["nonce"], message=fields["message"],
+        worker_public_key=fields["worker_public_key"],
+        worker_signature=fields["worker_signature"], quote=quote,
+        quote_type=fields["quote_type"], document=dict(document),
     )
 
 
 def verify_attestation(document: Any, *, cid: str, nonce: str,
                        policy: AttestationPolicy) -> AttestedSigner:
     """The signer this document attests for `cid`, or NotVerified naming the failed step."""
-    if not _NONCE.match(nonce):
-        raise NotVerified("nonce", "the nonce sent must be 64 lowercase hex digits")
     attestation = parse_attestation(document, cid=cid, nonce=nonce)
     verdict = verify_by_type(attestation, policy)
     return AttestedSigner(attestation.cid, attestation.signer, attestation.encryption_key, verdict)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from kit.errors import ExternalError
 
 
@@ -11,3 +14,14 @@ class NotVerified(ExternalError):
     def __init__(self, field: str, problem: str) -> None:
         self.field, self.problem = field, problem
         super().__init__(f"not verified: {field}: {problem}")
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Turn the shared verifier's ProofError (kit.trust.core) into NotVerified."""
+    from kit.trust.core import ProofError
+
+    try:
+        yield
+    except ProofError as exc:
+        raise NotVerified(exc.field, exc.problem) from None

@@ -22,9 +22,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from kit.trust.errors import NotVerified
+from kit.trust import core
+from kit.trust.errors import NotVerified, refusals
 
-APP_DATA_CONTENT_TYPE = 0x65  # wapod-crypto-types ContentType::AppData
+APP_DATA_CONTENT_TYPE = core.APP_DATA_CONTENT_TYPE  # wapod-crypto-types ContentType::AppData
 REPORT_DATA_BYTES = 64
 
 # quote_type -> module implementing verify_quote(attestation, policy)
@@ -36,9 +37,7 @@ QUOTE_VERIFIERS: dict[str, str] = {
 
 # TCB statuses accepted by default (dcap-qvl's names). Phala's SGX workers commonly report the
 # hardening/configuration statuses; OutOfDate*, Revoked and anything unknown are refused.
-DEFAULT_ACCEPTED_STATUSES = (
-    "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
-)
+DEFAULT_ACCEPTED_STATUSES = core.DEFAULT_ACCEPTED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,9 @@ class QuoteVerdict:
 
 
 def report_data_for(app_address: bytes, message: bytes) -> bytes:
-    """keccak256(0x65 || app_address || message) || 32 zero bytes."""
-    from Crypto.Hash import keccak
-
-    digest = keccak.new(digest_bits=256, data=bytes([APP_DATA_CONTENT_TYPE]) + app_address
-                        + message).digest()
-    return digest + bytes(32)
+    """keccak256(0x65 || app_address || message) || 32 zero bytes (kit.trust.core)."""
+    with refusals():
+        return core.report_data_for(app_address, message.decode("utf-8"))
 
 
 def expected_report_data(attestation: Attestation, policy: AttestationPolicy) -> bytes:

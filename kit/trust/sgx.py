@@ -19,7 +19,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from kit.trust.errors import NotVerified
+from kit.trust import core
+from kit.trust.errors import NotVerified, refusals
 from kit.trust.quotes import Attestation, AttestationPolicy, QuoteVerdict, expected_report_data
 
 COLLATERAL_MAX_AGE = 3600.0  # seconds a fetched collateral is reused, at most
@@ -82,42 +83,10 @@ def fetch_collateral(quote: bytes, parsed: Any, pccs_url: str | None, timeout: f
     return collateral
 
 
-# Why a child process: dcap-qvl runs get_collateral on its own native async runtime, and with
-# dcap-qvl 0.7.0 an interpreter that ran it sometimes dies with SIGSEGV at exit (seen here in
-# about one run in five). In a child that cannot take the caller down, and a hung fetch is
-# killed at the timeout. The child needs only dcap-qvl (no kit), so the generated tool can
-# use the same code. Protocol: argv[1] the PCCS URL, stdin the quote as hex, stdout the JSON.
-_CHILD = """
-import asyncio, sys
-import dcap_qvl
-async def fetch(url, quote):
-    return (await dcap_qvl.get_collateral(url, quote)).to_json()
-try:
-    text = asyncio.run(fetch(sys.argv[1], bytes.fromhex(sys.stdin.read().strip())))
-except Exception as exc:
-    sys.stderr.write(" ".join(str(exc).split())[:300] or type(exc).__name__)
-    sys.exit(1)
-sys.stdout.write(text)
-sys.stdout.flush()
-"""
-
-
 def _fetch_in_child(url: str, quote: bytes, timeout: float) -> str:
-    """`dcap_qvl.get_collateral` in a child process, killed at `timeout`; its JSON output
-    counts even if the child then dies at exit (the JSON is parsed and checked anyway)."""
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-c", _CHILD, url]
-    try:
-        done = subprocess.run(command, input=quote.hex(), capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise NotVerified("collateral", f"the PCCS did not answer within {timeout:g} s") from None
-    if not done.stdout.strip():
-        problem = done.stderr.strip()[:300] or f"the fetch exited with {done.returncode}"
-        raise NotVerified("collateral", f"fetching it failed ({problem})")
-    return done.stdout
+    """`dcap_qvl.get_collateral` in a child process (why: kit.trust.core)."""
+    with refusals():
+        return core.fetch_collateral_json(url, quote, timeout)
 
 
 def clear_collateral_cache() -> None:
@@ -127,33 +96,17 @@ def clear_collateral_cache() -> None:
 
 def verify_sgx_quote(quote: bytes, expected_report_data: bytes,
                      policy: AttestationPolicy) -> QuoteVerdict:
-    """DCAP-verify an SGX quote and check it binds `expected_report_data` (64 bytes)."""
-    import dcap_qvl
-
+    """DCAP-verify an SGX quote and check it binds `expected_report_data` (64 bytes); the
+    checks are kit.trust.core's, the same code the generated tool runs."""
     parsed = parse_sgx_quote(quote)
     collateral = policy.collateral
     if collateral is None:
         collateral = fetch_collateral(quote, parsed, policy.pccs_url, policy.collateral_timeout)
     now = int(time.time()) if policy.now is None else int(policy.now)
-    try:
-        verified = dcap_qvl.verify(quote, collateral, now)
-    except (ValueError, TypeError) as exc:
-        raise NotVerified("quote", f"DCAP verification failed ({_short(exc)})") from None
-    if verified.status not in policy.accepted_statuses:
-        raise NotVerified("quote.status", f"TCB status {verified.status} is not accepted "
-                                          f"(accepted: {', '.join(policy.accepted_statuses)})")
-    report = parsed.report
-    if not policy.mr_enclaves:
-        raise NotVerified("mr_enclave", "no pinned MRENCLAVE to check the quote's "
-                                        f"{report.mr_enclave.hex()} against")
-    if report.mr_enclave not in policy.mr_enclaves:
-        raise NotVerified("mr_enclave", f"{report.mr_enclave.hex()} is not a pinned MRENCLAVE")
-    if report.report_data != expected_report_data:
-        raise NotVerified("report_data", "the quote does not bind the expected report data")
-    return QuoteVerdict("sgx", verified.status, production=True, details={
-        "mr_enclave": report.mr_enclave.hex(), "mr_signer": report.mr_signer.hex(),
-        "advisory_ids": list(verified.advisory_ids),
-    })
+    with refusals():
+        details = core.check_sgx_quote(quote, expected_report_data, policy.mr_enclaves,
+                                       collateral, now, policy.accepted_statuses)
+    return QuoteVerdict("sgx", details.pop("status"), production=True, details=details)
 
 
 def verify_quote(attestation: Attestation, policy: AttestationPolicy) -> QuoteVerdict:
