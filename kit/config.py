@@ -168,6 +168,11 @@ class ToolConfig:
 @dataclass(frozen=True)
 class VerifyConfig:
     answers: str = "signature"  # one of VERIFY_ANSWERS; "off" is unsafe (documented)
+    # what an SGX quote must show in "attested" mode (kit.trust): the worker app address it
+    # binds (32 bytes hex; not derivable from the CID, REFERENCE section 6) and the pinned
+    # MRENCLAVE values; empty: unknown signers are refused
+    app_address: str = ""
+    mr_enclaves: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -310,6 +315,24 @@ def _tool(t: _Section, agent_name: str) -> ToolConfig:
     )
 
 
+_HEX32 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+
+
+def _verify(t: _Section) -> VerifyConfig:
+    enclaves = t.get("mr_enclaves", list, [])
+    for value in enclaves:
+        if not isinstance(value, str) or not _HEX32.fullmatch(value):
+            raise ConfigError(t.key("mr_enclaves"), "each must be 32 bytes as 64 hex digits")
+    address = t.get("app_address", str, "")
+    if address and not _HEX32.fullmatch(address):
+        raise ConfigError(t.key("app_address"), "must be 32 bytes as 64 hex digits")
+    return VerifyConfig(
+        answers=t.choice("answers", "signature", VERIFY_ANSWERS),
+        app_address=address.lower().removeprefix("0x"),
+        mr_enclaves=tuple(value.lower().removeprefix("0x") for value in enclaves),
+    )
+
+
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "agent": ("name", "description", "system_prompt", "max_prompt_chars", "caller_token_secret"),
     "provider": (
@@ -319,7 +342,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "gateway": ("url",),
     "ipfs": ("api", "cid_version"),
     "tool": ("author", "name", "version", "prefix", "result"),
-    "verify": ("answers",),
+    "verify": ("answers", "app_address", "mr_enclaves"),
 }
 
 
@@ -354,7 +377,7 @@ def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
         ipfs=IpfsConfig(api=api, cid_version=ipfs.choice("cid_version", 0, CID_VERSIONS)),
         tool=_tool(sections["tool"], agent.name),
         root=root,
-        verify=VerifyConfig(sections["verify"].choice("answers", "signature", VERIFY_ANSWERS)),
+        verify=_verify(sections["verify"]),
     )
 
 

@@ -393,20 +393,19 @@ def _normalised(cid: str, service: str) -> str:
     return normalise_cid(cid)
 
 
-def make_pinner(spec: str | None, node: IpfsClient, *, timeout: float | None = None) -> Pinner:
+def make_pinner(spec: str | None, node: IpfsClient, *, timeout: float = 30.0) -> Pinner:
     """None: the node; `pinata` or `pinata+URL`: Pinata; an http(s) URL: a Pinning Service API.
-    `timeout`: seconds for each remote call (None: each backend's default).
+    `timeout`: seconds for each remote call (deploy's --timeout).
 
     Pinata at another URL (`pinata+URL`) has no known gateway: pass one to deploy."""
-    remote = {} if timeout is None else {"timeout": timeout}
     if spec is None:
         return NodePinner(node)
     if spec == "pinata":
-        return PinataPinner(**remote)
+        return PinataPinner(timeout=timeout)
     if spec.startswith(PINATA_PREFIX + "http"):
-        return PinataPinner(spec[len(PINATA_PREFIX):], gateway=None, **remote)
+        return PinataPinner(spec[len(PINATA_PREFIX):], gateway=None, timeout=timeout)
     if spec.startswith(("http://", "https://")):
-        return PinningServicePinner(spec, node, **remote)
+        return PinningServicePinner(spec, node, timeout=timeout)
     raise InputError(
         f"--pinning-service {spec!r} is not valid; use a Pinning Service API URL, "
         f"'pinata' or 'pinata+URL'"

@@ -70,6 +70,9 @@ def _vendored_filter(name: str) -> str:
 def vendored_source(name: str) -> str:
     """The text of `vendor/<name>`, only if its sha256 is the one recorded in `<name>.sha256`
     (sha256sum format). The template embeds it as a string constant and compiles it on use."""
+    if Path(name).name != name or name.startswith("."):
+        raise KitError(f"vendored file names are plain file names, got {name!r}; "
+                       "reinstall the kit")
     folder = contract_template_dir() / VENDOR_DIR
     path, record = folder / name, folder / f"{name}.sha256"
     try:

@@ -200,7 +200,8 @@ project, tag, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for n in range(rounds):
     record(project, Deployment(cid=f"{tag}-{n}", cid_version=0, gateway_url="http://g",
            verified_via="http://v", artifact="dist/agent.js", size=n, config_sha256="0" * 64,
-           template_version="t", kit_version="k", backend="node", deployed_at="2026-01-01T00:00:00Z"))
+           template_version="t", kit_version="k", backend="node",
+           deployed_at="2026-01-01T00:00:00Z"))
 """
 WRITERS, ROUNDS = 3, 25
 

@@ -127,7 +127,8 @@ def test_answer_proof_verifies_with_eth_account(contract: str, prompt: str) -> N
     assert proof["answer_sha256"] == sha(body["message"])
     assert proof["provider_proof_sha256"] == "none"
     signature = bytes.fromhex(proof["signature"].removeprefix("0x"))
-    assert proof["signature"].startswith("0x") and len(signature) == 65 and signature[64] in (27, 28)
+    assert proof["signature"].startswith("0x") and len(signature) == 65
+    assert signature[64] in (27, 28)
     assert recover(answer_text(proof), proof["signature"]) == proof["signer"]
     # the signer is the key derived by the documented rule, shown with the EIP-55 checksum
     assert proof["signer"] == address_of(derived_key(contract, SIGNING_PATH))

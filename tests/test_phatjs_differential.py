@@ -241,12 +241,14 @@ def phatjs_startup(tmp_path: Path) -> float:
     return min(run_phatjs(empty, "{}").seconds for _ in range(2))
 
 
-def test_slow_provider_times_out_at_the_template_timeout_in_both(template: Contract, mock_llm,
-                                                                 tmp_path: Path) -> None:
+def test_slow_provider_times_out_at_the_template_timeout_in_both(template: Contract,
+                                                                 mock_llm) -> None:
     """The issue's case: timeout_seconds = 2, the provider takes 8 s. Both answer 504 after
-    about 2 s (phatjs' start-up subtracted), not after the 8 s the abandoned request takes."""
-    startup = phatjs_startup(tmp_path)
+    about 2 s, not after the 8 s the abandoned request takes. phatjs' own time is measured
+    against the same request answered at once (start-up, compiling the crypto, signing)."""
     request = post({"prompt": "slow"})
+    baseline = run_phatjs(template.phala, request)
+    assert baseline.status == 200
     mock_llm.fail_next(None, delay=8)
     kit = run_kit(template.kit, request)
     mock_llm.fail_next(None, delay=8)
@@ -254,7 +256,7 @@ def test_slow_provider_times_out_at_the_template_timeout_in_both(template: Contr
     answer = same_answer(kit, phala)
     assert answer.status == 504 and answer.json["error"]["code"] == "provider_timeout"
     assert 1.9 <= kit.seconds < 3.5, kit.seconds
-    assert phala.seconds - startup < 4.0, (phala.seconds, startup)
+    assert phala.seconds - baseline.seconds < 4.0, (phala.seconds, baseline.seconds)
 
 
 # ---- other gen-1 contracts ---------------------------------------------------------------

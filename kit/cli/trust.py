@@ -102,9 +102,11 @@ def verify_answer(source: str, prompt: str | None, prompt_file: Path | None, cid
 @click.option("--allow-dev-quote", is_flag=True,
               help="Accept the local runtime's dev quote (local work only: proves no hardware).")
 @click.option("--app-address", help="The worker app address (32 bytes, hex) an SGX quote "
-                                    "binds; not derivable from the CID (see README).")
+                                    "binds; not derivable from the CID (default: agent.toml "
+                                    "verify.app_address).")
 @click.option("--mr-enclave", "mr_enclaves", multiple=True, metavar="HEX",
-              help="A pinned SGX MRENCLAVE (repeatable); SGX quotes need at least one.")
+              help="A pinned SGX MRENCLAVE (repeatable; default: verify.mr_enclaves); SGX "
+                   "quotes need at least one.")
 @click.option("--pccs-url", help="PCCS for the quote's collateral (default: dcap-qvl's).")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=30.0, show_default=True,
               help="Seconds for the gateway and for the collateral.")
@@ -121,6 +123,12 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
     for option, url in (("--gateway", gateway_url), ("--pccs-url", pccs_url)):
         if url is not None:
             check_option_url(option, url)
+    if (project_dir / "agent.toml").is_file():  # [verify] defaults for the flags below
+        from kit.config import load_config
+
+        verify = load_config(project_dir).verify
+        app_address = app_address or verify.app_address or None
+        mr_enclaves = mr_enclaves or verify.mr_enclaves
     address = _checked((app_address,), _HEX32, "--app-address")[0] if app_address else None
     policy = AttestationPolicy(
         allow_dev=allow_dev_quote,

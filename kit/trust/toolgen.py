@@ -1,0 +1,44 @@
+"""What `kit tool` renders into the generated tool for answer verification (issue 11).
+
+The tool's verifier is kit.trust.core's marked regions, embedded verbatim, plus the values it
+pins: the [verify] mode, the result format, the signers recorded for the deployed CID, and for
+"attested" the app address and MRENCLAVE values from agent.toml [verify].
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kit.trust.core import attestation_verifier_source, verifier_source
+
+if TYPE_CHECKING:
+    from kit.config import ProjectConfig
+    from kit.records import Deployment
+
+# The tool's verification dependencies, pinned like the kit's own (pyproject.toml): eth-account
+# for signer recovery (mech runtimes carry it through the Olas Ethereum ledger plugin), dcap-qvl
+# for "attested" (quote verification). coincurve is optional: eth-keys uses it when present
+# (about 0.1 ms per recovery instead of about 7 ms).
+VERIFY_DEPENDENCIES = {"eth-account": "==0.14.0"}
+ATTESTED_DEPENDENCIES = {"dcap-qvl": "==0.7.0"}
+
+
+def tool_dependencies(config: ProjectConfig) -> dict[str, str]:
+    """component.yaml dependencies that answer verification adds for `config`."""
+    mode = config.verify.answers
+    if mode == "off":
+        return {}
+    return {**VERIFY_DEPENDENCIES, **(ATTESTED_DEPENDENCIES if mode == "attested" else {})}
+
+
+def tool_context(config: ProjectConfig, deployment: Deployment) -> dict[str, Any]:
+    """Template values of tool.py.j2's verification part."""
+    return {
+        "verify_answers": config.verify.answers,
+        "result_format": config.tool.result,
+        "signers": list(deployment.signers),
+        "app_address": config.verify.app_address,
+        "mr_enclaves": list(config.verify.mr_enclaves),
+        "verifier_source": verifier_source().rstrip("\n"),
+        "attestation_verifier_source": attestation_verifier_source().rstrip("\n"),
+    }
