@@ -335,9 +335,27 @@ def test_vendored_file_is_exactly_what_the_pinned_packages_give() -> None:
     assert f"sha256 {recorded}" in done.stdout
 
 
-def test_build_refuses_a_modified_vendored_file(
+def modify_library(vendor: Path) -> None:
+    library = vendor / "noble-crypto.js"
+    library.write_bytes(library.read_bytes().replace(b"KitCrypto", b"KitCryptO", 1))
+
+
+def drop_record(vendor: Path) -> None:
+    (vendor / "noble-crypto.js.sha256").unlink()
+
+
+def change_record(vendor: Path) -> None:
+    (vendor / "noble-crypto.js.sha256").write_text("0" * 64 + "  noble-crypto.js\n")
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (modify_library, "does not match its recorded sha256"),
+    (change_record, "does not match its recorded sha256"),
+    (drop_record, "cannot read"),
+], ids=["modified-file", "other-recorded-hash", "no-record"])
+def test_build_refuses_a_vendored_file_that_is_not_the_recorded_one(
     project_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], change: Any, problem: str,
 ) -> None:
     import kit.render
     from kit.cli import main
@@ -347,15 +365,14 @@ def test_build_refuses_a_modified_vendored_file(
     before = artifact.read_bytes()
     template = tmp_path / "template"
     shutil.copytree(Path(kit.render.contract_template_dir()), template)
-    vendored = template / "vendor" / "noble-crypto.js"
-    vendored.write_bytes(vendored.read_bytes().replace(b"KitCrypto", b"KitCryptO", 1))
+    change(template / "vendor")
     monkeypatch.setattr(kit.render, "contract_template_dir", lambda: template)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["build", "-C", str(project)])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2
-    assert "does not match its recorded sha256" in error and "Traceback" not in error
+    assert problem in error and "Traceback" not in error
     assert artifact.read_bytes() == before
 
 
