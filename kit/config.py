@@ -21,22 +21,27 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 CONFIG_FILE = "agent.toml"
-PROVIDER_KINDS = ("openai", "anthropic", "openai-compatible")
+# "confidential": an OpenAI-compatible GPU-TEE provider whose signatures the contract checks
+# against provider.signing_addresses (issue 12; kit.trust.provider, `kit provider attest`)
+PROVIDER_KINDS = ("openai", "anthropic", "openai-compatible", "confidential")
 CID_VERSIONS = (0, 1)
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com/v1",
     "openai-compatible": "http://127.0.0.1:8100/v1",
+    "confidential": "http://127.0.0.1:8100/v1",  # `kit mock-llm --confidential`
 }
 DEFAULT_MODELS = {
     "openai": ["gpt-4o-mini", "gpt-4o"],
     "anthropic": ["claude-3-5-haiku-latest", "claude-3-5-sonnet-latest"],
     "openai-compatible": ["gpt-4o-mini"],
+    "confidential": ["gpt-4o-mini"],
 }
 DEFAULT_KEY_SECRETS = {
     "openai": "openaiApiKey",
     "anthropic": "anthropicApiKey",
     "openai-compatible": "apiKey",
+    "confidential": "apiKey",
 }
 PHALA_TESTNET_GATEWAY = "https://wapo-testnet.phala.network"
 LOCAL_GATEWAY = "http://127.0.0.1:8000"
@@ -143,6 +148,9 @@ class ProviderConfig:
     accept_key_in_body: bool
     timeout_seconds: int
     max_tokens: int
+    # kind "confidential": the attested provider signing addresses (0x, EIP-55 or any case)
+    # compiled into the contract, so that its CID pins them; written by `kit provider attest`
+    signing_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,9 @@ class ToolConfig:
     version: str
     prefix: str
     result: str = "json"  # "json": {"answer", "model", "proof"}; "text": the answer alone
+    # replicas of one app (e.g. a dstack app scaled on Phala Cloud): the tool spreads calls over
+    # them; empty: gateway.url alone
+    gateways: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,15 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class ContractConfig:
+    """[contract] (issue 13): the preset and, for "json", the schema the answer must meet
+    (canonical JSON text; kit.presets checks it and documents the supported subset)."""
+
+    preset: str = "chat"  # one of kit.presets.PRESETS
+    output_schema: str = ""
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     agent: AgentConfig
     provider: ProviderConfig
@@ -184,6 +204,7 @@ class ProjectConfig:
     tool: ToolConfig
     root: Path = field(compare=False)
     verify: VerifyConfig = VerifyConfig()
+    contract: ContractConfig = ContractConfig()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -301,7 +322,24 @@ def _provider(t: _Section) -> ProviderConfig:
         accept_key_in_body=t.get("accept_key_in_body", bool, False),
         timeout_seconds=t.integer("timeout_seconds", 30, 1, 55),
         max_tokens=t.integer("max_tokens", 1024, 1, 200_000),
+        signing_addresses=_signing_addresses(t, kind),
     )
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _signing_addresses(t: _Section, kind: str) -> tuple[str, ...]:
+    addresses = t.get("signing_addresses", list, [])
+    if addresses and kind != "confidential":
+        raise ConfigError(t.key("signing_addresses"), 'applies to kind = "confidential" only')
+    for address in addresses:
+        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+            raise ConfigError(t.key("signing_addresses"),
+                              f"{address!r:.80} is not a 0x address of 40 hex digits")
+    if len({a.lower() for a in addresses}) != len(addresses):
+        raise ConfigError(t.key("signing_addresses"), "lists an address twice")
+    return tuple(addresses)
 
 
 def _tool(t: _Section, agent_name: str) -> ToolConfig:
@@ -312,7 +350,28 @@ def _tool(t: _Section, agent_name: str) -> ToolConfig:
         version=t.text("version", "0.1.0", _SEMVER, "use MAJOR.MINOR.PATCH"),
         prefix=t.text("prefix", f"tee-{agent_name}-", _TOOL_PREFIX, "use a-z, 0-9, '-', '_', '.'"),
         result=t.choice("result", "json", TOOL_RESULTS),
+        gateways=_gateway_list(t),
     )
+
+
+MAX_TOOL_GATEWAYS = 16
+
+
+def _gateway_list(t: _Section) -> tuple[str, ...]:
+    """tool.gateways: distinct http(s) URLs of replicas of one app (trailing '/' dropped)."""
+    values = t.get("gateways", list, [])
+    if len(values) > MAX_TOOL_GATEWAYS:
+        raise ConfigError(t.key("gateways"), f"at most {MAX_TOOL_GATEWAYS} URLs")
+    urls: list[str] = []
+    for index, value in enumerate(values):
+        problem = url_problem(value) if isinstance(value, str) else "is not a string"
+        if problem:
+            raise ConfigError(f"{t.key('gateways')}[{index}]", f"the value {problem}; use an "
+                                                               "http(s) URL")
+        if value.rstrip("/") in urls:
+            raise ConfigError(f"{t.key('gateways')}[{index}]", "is listed twice")
+        urls.append(value.rstrip("/"))
+    return tuple(urls)
 
 
 _HEX32 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
@@ -333,16 +392,25 @@ def _verify(t: _Section) -> VerifyConfig:
     )
 
 
+def _contract(t: _Section) -> ContractConfig:
+    from kit.presets import PRESETS, canonical_output_schema
+
+    preset = t.choice("preset", "chat", PRESETS)
+    schema = canonical_output_schema(t.key("output_schema"), t.table.get("output_schema"), preset)
+    return ContractConfig(preset=preset, output_schema=schema)
+
+
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "agent": ("name", "description", "system_prompt", "max_prompt_chars", "caller_token_secret"),
     "provider": (
         "kind", "base_url", "models", "default_model", "key_secret",
-        "accept_key_in_body", "timeout_seconds", "max_tokens",
+        "accept_key_in_body", "timeout_seconds", "max_tokens", "signing_addresses",
     ),
     "gateway": ("url",),
     "ipfs": ("api", "cid_version"),
-    "tool": ("author", "name", "version", "prefix", "result"),
+    "tool": ("author", "name", "version", "prefix", "result", "gateways"),
     "verify": ("answers", "app_address", "mr_enclaves"),
+    "contract": ("preset", "output_schema"),
 }
 
 
@@ -378,6 +446,7 @@ def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
         tool=_tool(sections["tool"], agent.name),
         root=root,
         verify=_verify(sections["verify"]),
+        contract=_contract(sections["contract"]),
     )
 
 

@@ -157,16 +157,19 @@ def _keep_signers(project_dir: Path, deployment: Deployment) -> Deployment:
 
 
 def _attest_signer(project_dir: Path, deployment: Deployment, warnings: list[str]) -> Deployment:
-    """Attest the answer signer at the gateway (production checks) and record it; a failure is
-    a warning, never a failed deploy (`kit attest` retries it)."""
+    """Attest the answer signer at the gateway and record it; a failure is a warning, never a
+    failed deploy (`kit attest` retries it). Production checks, except that a loopback gateway
+    (the kit's own local runtime on this machine) may answer with a dev quote."""
     from kit.records import load_latest
-    from kit.trust.attestation import attest_deployment
+    from kit.trust.attestation import attest_deployment, is_loopback
+    from kit.trust.quotes import AttestationPolicy
 
+    policy = AttestationPolicy(allow_dev=is_loopback(deployment.gateway_url))
     try:
-        attest_deployment(project_dir, timeout=ATTEST_TIMEOUT)
+        attest_deployment(project_dir, policy=policy, timeout=ATTEST_TIMEOUT)
     except KitError as exc:
         warnings.append(f"answer signer not recorded ({exc}); run `kit attest` when the gateway "
-                        "serves the contract (`--allow-dev-quote` for the local runtime)")
+                        "serves the contract")
         return deployment
     return load_latest(project_dir) or deployment
 

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from kit import jsonsafe
 from kit.errors import CidMismatch, InputError, KitError
 from kit.httpserver import BackgroundServer, KeepAliveHandler
 
 if TYPE_CHECKING:
-    from kit.runtime import Limits
+    from kit.runtime import Limits, WapoSource
 
 MAX_BODY_BYTES = 1 << 20
 CODE_CACHE_ENTRIES = 64
@@ -212,6 +213,8 @@ class LocalGateway:
         queue_timeout: float = QUEUE_TIMEOUT,
         ipfs_timeout: float = IPFS_LOOKUP_TIMEOUT,
         on_request: Callable[[str, str, int, float], None] | None = None,
+        on_invocation: Callable[[str, str, list[str], str | None], None] | None = None,
+        wapo_for: Callable[[str], WapoSource] | None = None,
     ) -> None:
         from kit.runtime import Limits
         from kit.vault import Vault
@@ -222,6 +225,11 @@ class LocalGateway:
         self.limits = limits or Limits()
         self.worker_key, self.queue_timeout = worker_key, queue_timeout
         self.on_request = on_request
+        # (cid, code, console lines, error) of each invocation that failed (status >= 500)
+        self.on_invocation = on_invocation
+        # cid -> where its Wapo.deriveSecret/sgxQuote come from (a dstack guest agent under
+        # `kit gateway serve`); None: the worker key and dev quotes, as `kit dev` runs
+        self.wapo_for = wapo_for
         self._slots = threading.BoundedSemaphore(max_concurrency)
         handler = type("GatewayHandler", (_Handler,), {"gateway": self})
         self._http = BackgroundServer(host, port, handler, "local gateway")
@@ -294,13 +302,17 @@ class LocalGateway:
         serialized = make_request(request.method, split.path, query_pairs, request.headers,
                                   request.body, self.vault.secret_for(cid, key))
         request_id = uuid.uuid4().hex
-        result = invoke(code, serialized, limits=self.limits, worker_key=self.worker_key)
+        wapo = self.wapo_for(cid) if self.wapo_for is not None else None
+        result = invoke(code, serialized, limits=self.limits, worker_key=self.worker_key,
+                        wapo=wapo)
         lines = [("REPORT", f"START Request: {request.method} {request.target}")]
         lines += console_lines(result.logs)
         if result.error:
             lines.append(("ERROR", result.error))
         lines.append(("REPORT", f"END Request: Duration: {result.duration_ms:.0f}ms"))
         self.logs.add(cid, request_id, lines)
+        if self.on_invocation is not None and (result.error or result.status >= 500):
+            self.on_invocation(cid, code, result.logs, result.error)
         headers = {name: value for name, value in result.headers.items()
                    if name.lower() not in _HOP_BY_HOP and _safe_header(name, value)}
         headers["x-request-id"] = request_id
@@ -310,8 +322,8 @@ class LocalGateway:
 
     def _store_secret(self, request: IncomingRequest) -> Reply:
         try:
-            document = json.loads(request.body or b"")
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
+            document = jsonsafe.loads(request.body or b"")
+        except ValueError:  # also UnicodeDecodeError and jsonsafe.TooDeep
             return error_reply(400, "invalid_json", 'send {"cid": "<cid>", "data": {...}}')
         if not isinstance(document, dict):
             return error_reply(400, "invalid_json", 'send {"cid": "<cid>", "data": {...}}')

@@ -42,6 +42,7 @@ PACKAGE_TYPE = "custom"
 # The mech reads the provider key of these kinds from these api_keys services.
 PROVIDER_KEY_SERVICES = {
     "openai": "openai", "anthropic": "anthropic", "openai-compatible": "openai",
+    "confidential": "openai",  # OpenAI-compatible (issue 12)
 }
 SKIPPED_ENTRIES = ("__pycache__",)
 TESTS_DIR = "tests"
@@ -76,6 +77,7 @@ class ToolResult:
     name: str
     changed: bool = True
     warnings: tuple[str, ...] = ()
+    metadata_path: Path | None = None  # the mech's tool metadata (kit.mech_metadata)
 
     @property
     def public_id(self) -> str:
@@ -93,6 +95,7 @@ class ToolResult:
             "cid": self.cid,
             "changed": self.changed,
             "warnings": list(self.warnings),
+            "metadata_path": str(self.metadata_path) if self.metadata_path else None,
         }
 
 
@@ -457,6 +460,9 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
     if updated != packages or not packages_path.exists():
         atomic_write(packages_path, json.dumps(updated, indent=4) + "\n")
     tools = [config.tool.prefix + model for model in config.provider.models]
+    metadata_path = _write_metadata(packages_dir, tools, name, config,
+                                    _tool_context(config, deployment, author, name, chosen,
+                                                  options)["description"])
     return ToolResult(
         package_dir=package_dir,
         package_hash=package.package_hash,
@@ -469,7 +475,18 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
         name=name,
         changed=not rendered.unchanged,
         warnings=_price_warnings(config),
+        metadata_path=metadata_path,
     )
+
+
+def _write_metadata(packages_dir: Path, tools: list[str], name: str, config: ProjectConfig,
+                    description: str) -> Path:
+    """metadata.json beside packages/, as the mech's scripts keep it (kit.mech_metadata)."""
+    from kit.mech_metadata import METADATA_FILE, write_metadata
+
+    path = packages_dir.parent / METADATA_FILE
+    write_metadata(path, tools, name, description, config.contract.preset)
+    return path
 
 
 def push_package(package_dir: Path, expected_hash: str, *, ipfs_api: str,

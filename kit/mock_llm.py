@@ -20,6 +20,13 @@ chunked transfer encoding), one event per word of the answer:
   `content_block_delta` (`text_delta`), `content_block_stop`, `message_delta` (stop reason and
   output tokens), `message_stop`.
 
+With `confidential=True` it also stands in for a confidential-inference provider (Phala's
+confidential AI API / RedPill, models in GPU TEEs; shared/REFERENCE.md section 5), see
+`ConfidentialStandIn`: every completion is signed by the stand-in's own secp256k1 key and
+`GET /v1/signature/{chat_id}` and `GET /v1/attestation/report` answer as the real API does,
+the report carrying a *dev* TDX quote that says so and never passes production verification.
+`fail_signature(...)` injects that API's failures (`SIGNATURE_FAULTS`).
+
 `fail_next(...)` injects failures (a status with an optional Retry-After, a delay, a raw body)
 into the next requests; `parse_fault` reads the same from the CLI's `--fail` text; `requests`
 records every request received.
@@ -32,6 +39,7 @@ import json
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,14 +146,14 @@ def _split_fault(text: str) -> dict[str, str]:
 
 
 def _number(text: str, key: str, value: str, low: float, high: float,
-            kind: type[int] | type[float]) -> Any:
+            kind: type[int] | type[float], option: str = "--fail") -> Any:
     try:
         number = kind(value)
     except ValueError:
         number = None
     if number is None or number != number or not low <= number <= high:  # NaN fails too
         kind_name = "a whole number" if kind is int else "a number of seconds"
-        raise InputError(f"--fail {text!r}: {key} must be {kind_name} "
+        raise InputError(f"{option} {text!r}: {key} must be {kind_name} "
                          f"from {int(low)} to {int(high)}")
     return number
 
@@ -233,12 +241,13 @@ def wants_stream(body: Any) -> bool:
     return True
 
 
-def openai_completion(body: Any) -> dict[str, Any]:
+def openai_completion(body: Any, chat_id: str | None = None) -> dict[str, Any]:
     prompt = _read_prompt(body, system_field=False)
     answer = stand_in_answer(prompt.user)
     prompt_tokens, completion_tokens = word_count(prompt.texts), word_count([answer])
     return {
-        "id": f"chatcmpl-{STAND_IN_LABEL}-{hashlib.sha256(prompt.user.encode()).hexdigest()[:12]}",
+        "id": chat_id or
+        f"chatcmpl-{STAND_IN_LABEL}-{hashlib.sha256(prompt.user.encode()).hexdigest()[:12]}",
         "object": "chat.completion",
         "created": 0,
         "model": prompt.model,
@@ -256,11 +265,12 @@ def openai_completion(body: Any) -> dict[str, Any]:
     }
 
 
-def anthropic_message(body: Any) -> dict[str, Any]:
+def anthropic_message(body: Any, chat_id: str | None = None) -> dict[str, Any]:
     prompt = _read_prompt(body, system_field=True)
     answer = stand_in_answer(prompt.user)
     return {
-        "id": f"msg_{STAND_IN_LABEL}_{hashlib.sha256(prompt.user.encode()).hexdigest()[:12]}",
+        "id": chat_id or
+        f"msg_{STAND_IN_LABEL}_{hashlib.sha256(prompt.user.encode()).hexdigest()[:12]}",
         "type": "message",
         "role": "assistant",
         "model": prompt.model,
@@ -288,9 +298,9 @@ def _include_usage(body: dict[str, Any]) -> bool:
     return options.get("include_usage") is True
 
 
-def openai_stream(body: Any) -> list[bytes]:
+def openai_stream(body: Any, chat_id: str | None = None) -> list[bytes]:
     """The chunks of `openai_completion(body)` as OpenAI streams them, ending in [DONE]."""
-    completion = openai_completion(body)
+    completion = openai_completion(body, chat_id)
     include_usage = _include_usage(body)
     base = {"id": completion["id"], "object": "chat.completion.chunk", "created": 0,
             "model": completion["model"], "system_fingerprint": STAND_IN_LABEL}
@@ -314,9 +324,9 @@ def openai_stream(body: Any) -> list[bytes]:
     return events
 
 
-def anthropic_stream(body: Any) -> list[bytes]:
+def anthropic_stream(body: Any, chat_id: str | None = None) -> list[bytes]:
     """The events of `anthropic_message(body)` as Anthropic streams them."""
-    message = anthropic_message(body)
+    message = anthropic_message(body, chat_id)
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
              "usage": {"input_tokens": message["usage"]["input_tokens"], "output_tokens": 1}}
     events = [
@@ -349,8 +359,8 @@ def anthropic_error(error: ProviderError) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Provider:
-    answer: Callable[[Any], dict[str, Any]]
-    stream: Callable[[Any], list[bytes]]
+    answer: Callable[[Any, str | None], dict[str, Any]]
+    stream: Callable[[Any, str | None], list[bytes]]
     error: Callable[[ProviderError], dict[str, Any]]
     anthropic: bool
 
@@ -358,6 +368,198 @@ class _Provider:
 OPENAI = _Provider(openai_completion, openai_stream, openai_error, anthropic=False)
 ANTHROPIC = _Provider(anthropic_message, anthropic_stream, anthropic_error, anthropic=True)
 _ROUTES = {"/v1/chat/completions": OPENAI, "/v1/messages": ANTHROPIC}
+
+
+# --- the confidential provider (issue 12) ------------------------------------------------
+#
+# What the real API does (nearai/private-ml-sdk, vllm-proxy: src/app/api/v1/openai.py and
+# src/app/quote/quote.py, which Phala's confidential AI API and RedPill serve): each completion
+# is cached under its `id` with text = sha256_hex(request body) + ":" + sha256_hex(response
+# body) and an EIP-191 signature of that text by a key generated inside the TEE;
+# `GET /v1/signature/{chat_id}?model=..&signing_algo=ecdsa` answers {text, signature,
+# signing_address, signing_algo} (404 "Chat id not found or expired" otherwise), and
+# `GET /v1/attestation/report?model=..&nonce=<64 hex>` answers {signing_address, signing_algo,
+# request_nonce, intel_quote (hex TDX quote whose report_data binds address and nonce: see
+# kit.trust.provider.provider_report_data), nvidia_payload (JSON text), event_log, info}.
+
+# The stand-in's keys are public and fixed (never secrets), so tests and docs can name them.
+CONFIDENTIAL_KEY_SEED = b"kit mock-llm confidential stand-in signing key v1 (public, never secret)"
+UNKNOWN_KEY_SEED = b"kit mock-llm unknown signer v1 (public, never secret)"
+# the compose hash the stand-in's dev TDX quotes measure (it is not a dstack app)
+STAND_IN_COMPOSE_HASH = hashlib.sha256(b"kit mock-llm confidential stand-in app v1").hexdigest()
+MAX_SIGNED_CHATS = 4096  # the oldest signatures are forgotten first, as the real cache expires
+SIGNATURE_FAULTS = {  # kind -> what the next signature (or report) request gets
+    "wrong-signature": "a signature over other text: it recovers another address",
+    "text-mismatch": "a correctly signed text whose hashes are not of the bytes exchanged",
+    "unknown-signer": "text and signature by a key that no attestation names",
+    "not-found": "404 chat id not found (as when the signature lags or expired)",
+    "slow": "the right answer after `delay` seconds (default 0.2)",
+    "timeout": "no answer for `delay` seconds (default 120), then the connection closes",
+    "report-wrong-nonce": "an attestation report whose quote binds another nonce",
+    "report-wrong-address": "an attestation report naming a signer its quote does not bind",
+}
+DEFAULT_FAULT_DELAYS = {"slow": 0.2, "timeout": 120.0}
+SIGNATURE_PREFIX, REPORT_PATH = "/v1/signature/", "/v1/attestation/report"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def signed_text(request_body: bytes, response_body: bytes) -> str:
+    """What the provider signs: sha256 of the exact request bytes, ':', of the response bytes."""
+    return sha256_hex(request_body) + ":" + sha256_hex(response_body)
+
+
+def seed_key(seed: bytes) -> bytes:
+    """A secp256k1 secret key from a public seed (sha256; below the group order for these)."""
+    return hashlib.sha256(seed).digest()
+
+
+@dataclass(frozen=True)
+class SignatureFault:
+    """One `--signature-fault` option: the next `count` requests of its kind get `kind`."""
+
+    kind: str
+    count: int = 1
+    delay: float = 0.0
+
+    @property
+    def on_report(self) -> bool:
+        return self.kind.startswith("report-")
+
+
+def parse_signature_fault(text: str) -> SignatureFault:
+    """`KIND[,count=N][,delay=SECONDS]`, e.g. `not-found,count=5`, `slow,delay=0.5`."""
+    kind, *rest = [part.strip() for part in text.split(",")]
+    if kind not in SIGNATURE_FAULTS:
+        raise InputError(f"--signature-fault {text!r}: unknown kind {kind!r} "
+                         f"(kinds: {', '.join(SIGNATURE_FAULTS)})")
+    fields: dict[str, str] = {}
+    for part in rest:
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("count", "delay") or key in fields:
+            raise InputError(f"--signature-fault {text!r}: after the kind give count=N and/or "
+                             "delay=SECONDS, each once")
+        fields[key] = value.strip()
+    option = "--signature-fault"
+    count = _number(text, "count", fields.get("count", "1"), 1, MAX_FAULT_COUNT, int, option)
+    delay = _number(text, "delay", fields.get("delay", str(DEFAULT_FAULT_DELAYS.get(kind, 0))),
+                    0, MAX_FAULT_DELAY, float, option)
+    if "delay" in fields and kind not in DEFAULT_FAULT_DELAYS:
+        raise InputError(f"{option} {text!r}: delay applies to slow and timeout only")
+    return SignatureFault(kind, count, delay)
+
+
+def describe_signature_fault(fault: SignatureFault) -> str:
+    what = SIGNATURE_FAULTS[fault.kind].replace("`delay`", f"{fault.delay:g}")
+    target = "attestation report" if fault.on_report else "signature"
+    return f"next {fault.count} {target} request(s): {what}"
+
+
+class ConfidentialStandIn:
+    """The stand-in's signing key, its signed chats, its attestation reports and their faults."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        from eth_account import Account
+
+        self.account = Account.from_key(seed_key(CONFIDENTIAL_KEY_SEED))
+        self.unknown = Account.from_key(seed_key(UNKNOWN_KEY_SEED))
+        self._chats: OrderedDict[str, tuple[str, str, bytes]] = OrderedDict()
+        self._faults: list[list[Any]] = []  # [SignatureFault, remaining]
+        self._lock = threading.Lock()
+        self._stopping = stopping
+        self._guest: Any = None
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    @staticmethod
+    def chat_id(request_body: bytes, anthropic: bool) -> str:
+        """Unique per request body (the real ids are random; same body, same answer here)."""
+        digest = sha256_hex(request_body)[:24]
+        return f"msg_{STAND_IN_LABEL}_{digest}" if anthropic else \
+            f"chatcmpl-{STAND_IN_LABEL}-{digest}"
+
+    @staticmethod
+    def sign(account: Any, text: str) -> str:
+        from eth_account.messages import encode_defunct
+
+        return "0x" + bytes(account.sign_message(encode_defunct(text=text)).signature).hex()
+
+    def record(self, chat_id: str, request_body: bytes, response_body: bytes) -> None:
+        """Sign the exchange now (the real proxy signs as the completion ends) and keep it."""
+        text = signed_text(request_body, response_body)
+        signature = self.sign(self.account, text)
+        with self._lock:
+            self._chats[chat_id] = (text, signature, response_body)
+            self._chats.move_to_end(chat_id)
+            while len(self._chats) > MAX_SIGNED_CHATS:
+                self._chats.popitem(last=False)
+
+    def add_fault(self, fault: SignatureFault) -> None:
+        with self._lock:
+            self._faults.append([fault, fault.count])
+
+    def take_fault(self, on_report: bool) -> SignatureFault | None:
+        with self._lock:
+            for entry in self._faults:
+                if entry[0].on_report == on_report:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        self._faults.remove(entry)
+                    return entry[0]
+        return None
+
+    def wait(self, fault: SignatureFault | None) -> bool:
+        """Sleep a slow or timeout fault's delay; True when the request must go unanswered."""
+        if fault is None or fault.kind not in DEFAULT_FAULT_DELAYS:
+            return False
+        stopped = self._stopping.wait(fault.delay)
+        return stopped or fault.kind == "timeout"
+
+    def signature(self, chat_id: str, fault: SignatureFault | None) -> dict[str, Any]:
+        with self._lock:
+            entry = self._chats.get(chat_id)
+        if entry is None or (fault is not None and fault.kind == "not-found"):
+            raise ProviderError(404, "not_found_error", "Chat id not found or expired")
+        text, signature, response_body = entry
+        account = self.account
+        kind = fault.kind if fault is not None else None
+        if kind == "wrong-signature":
+            signature = self.sign(self.account, text + " (not what was exchanged)")
+        elif kind == "text-mismatch":
+            text = signed_text(b"another request (stand-in fault)", response_body)
+            signature = self.sign(self.account, text)
+        elif kind == "unknown-signer":
+            account = self.unknown
+            signature = self.sign(account, text)
+        return {"text": text, "signature": signature, "signing_address": str(account.address),
+                "signing_algo": "ecdsa"}
+
+    def report(self, nonce: bytes, fault: SignatureFault | None) -> dict[str, Any]:
+        """The attestation report: the dev TDX quote of `kit.dstack.simulator` (says "dev" in
+        its first bytes) binding the signing address and `nonce` as the real report does."""
+        from kit.dstack.simulator import GuestAgentStandIn
+        from kit.trust.provider import provider_report_data
+
+        kind = fault.kind if fault is not None else None
+        bound_nonce = hashlib.sha256(nonce).digest() if kind == "report-wrong-nonce" else nonce
+        named = self.unknown if kind == "report-wrong-address" else self.account
+        with self._lock:
+            if self._guest is None:
+                self._guest = GuestAgentStandIn(compose_hash=STAND_IN_COMPOSE_HASH)
+            guest = self._guest
+        quoted = guest.get_quote(provider_report_data(self.address, bound_nonce).hex())
+        gpu = {"nonce": nonce.hex(), "evidence_list": [], "arch": "HOPPER",
+               "stand_in": "no GPU here: an empty evidence list (not verifiable by NVIDIA)"}
+        return {
+            "signing_address": str(named.address), "signing_algo": "ecdsa",
+            "request_nonce": nonce.hex(), "intel_quote": quoted["quote"],
+            "nvidia_payload": json.dumps(gpu), "event_log": json.loads(quoted["event_log"]),
+            "info": guest.info(), "stand_in": "kit mock-llm: a DEV quote, not TEE hardware",
+        }
 
 
 # --- HTTP --------------------------------------------------------------------------------
@@ -432,40 +634,92 @@ class _Handler(KeepAliveHandler):
         route = _ROUTES.get(self.path.split("?")[0])
         provider = route or OPENAI
         try:
-            body = self.mock.record(self, self._read_body())
+            raw = self._read_body()
+            body = self.mock.record(self, raw)
             if route is None:
                 raise ProviderError(404, "not_found_error", f"no route {self.path}; stand-in "
                                     "routes: /v1/chat/completions, /v1/messages")
             if self.mock.apply_fault(self):
                 return
             self.mock.check_key(self.headers, anthropic=provider.anthropic)
+            confidential = self.mock.confidential
+            chat_id = None if confidential is None else \
+                confidential.chat_id(raw, provider.anthropic)
             if wants_stream(body):
-                self.send_stream(provider.stream(body))
+                events = provider.stream(body, chat_id)
+                if confidential is not None and chat_id is not None:
+                    confidential.record(chat_id, raw, b"".join(events))
+                self.send_stream(events)
             else:
-                self.send_payload(200, json.dumps(provider.answer(body)).encode())
+                payload = json.dumps(provider.answer(body, chat_id)).encode()
+                if confidential is not None and chat_id is not None:
+                    confidential.record(chat_id, raw, payload)
+                self.send_payload(200, payload)
         except ProviderError as error:
             self._send_error(error, provider)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         started, self.status_sent = time.monotonic(), 0
         self.mock.record(self, b"")
-        self._send_error(ProviderError(
-            404, "not_found_error", "stand-in routes: POST /v1/chat/completions, POST /v1/messages"
-        ), OPENAI)
-        self.mock.report(self.command, self.path, self.status_sent, started)
+        try:
+            self._answer_get()
+        except ProviderError as error:
+            self._send_error(error, OPENAI)
+        finally:
+            self.mock.report(self.command, self.path, self.status_sent, started)
+
+    def _answer_get(self) -> None:
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        url = urlsplit(self.path)
+        confidential = self.mock.confidential
+        signature_route = url.path.startswith(SIGNATURE_PREFIX) and \
+            len(url.path) > len(SIGNATURE_PREFIX)
+        if confidential is None or not (signature_route or url.path == REPORT_PATH):
+            routes = "POST /v1/chat/completions, POST /v1/messages"
+            if confidential is not None:
+                routes += ", GET /v1/signature/{chat_id}, GET /v1/attestation/report"
+            raise ProviderError(404, "not_found_error", "stand-in routes: " + routes)
+        query = {key: values[0] for key, values in parse_qs(url.query).items()}
+        if url.path == REPORT_PATH:
+            self._send_report(confidential, query.get("nonce"))
+            return
+        self.mock.check_key(self.headers, anthropic=False)
+        if query.get("signing_algo", "ecdsa") != "ecdsa":
+            raise ProviderError(400, "invalid_request_error",
+                                "invalid signing_algo: the stand-in signs with ecdsa only")
+        fault = confidential.take_fault(on_report=False)
+        if confidential.wait(fault):
+            self.close_connection = True
+            return
+        chat_id = unquote(url.path[len(SIGNATURE_PREFIX):])
+        answer = confidential.signature(chat_id, fault)
+        self.send_payload(200, json.dumps(answer).encode())
+
+    def _send_report(self, confidential: ConfidentialStandIn, nonce: str | None) -> None:
+        import os
+
+        if nonce is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", nonce):
+            raise ProviderError(400, "invalid_request_error", "nonce must be 32 bytes as hex")
+        value = bytes.fromhex(nonce) if nonce is not None else os.urandom(32)
+        fault = confidential.take_fault(on_report=True)
+        self.send_payload(200, json.dumps(confidential.report(value, fault)).encode())
 
 
 class MockLLM:
-    """A stand-in OpenAI/Anthropic endpoint serving in a background thread."""
+    """A stand-in OpenAI/Anthropic endpoint serving in a background thread; with
+    `confidential=True` also a stand-in confidential-inference provider (`ConfidentialStandIn`)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 api_key: str = DEFAULT_API_KEY, on_request: AccessCallback | None = None) -> None:
+                 api_key: str = DEFAULT_API_KEY, on_request: AccessCallback | None = None,
+                 confidential: bool = False) -> None:
         self.api_key = api_key
         self.on_request = on_request
         self.requests: list[RecordedRequest] = []
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.confidential = ConfidentialStandIn(self._stopping) if confidential else None
         handler = type("MockLLMHandler", (_Handler,), {"mock": self})
         self._http = BackgroundServer(host, port, handler, "stand-in LLM")
 
@@ -491,6 +745,20 @@ class MockLLM:
         with self._lock:
             self._faults.append(_Fault(status=status, delay=delay, body=body, remaining=count,
                                        retry_after=retry_after))
+
+    def fail_signature(self, kind: str, *, count: int = 1, delay: float | None = None) -> None:
+        """The next `count` signature requests (attestation reports for `report-*` kinds) get
+        the fault `kind` (SIGNATURE_FAULTS); `delay` for slow and timeout."""
+        if self.confidential is None:
+            raise InputError("signature faults need the confidential stand-in (confidential=True)")
+        if kind not in SIGNATURE_FAULTS:
+            raise InputError(f"unknown signature fault {kind!r}; kinds: "
+                             f"{', '.join(SIGNATURE_FAULTS)}")
+        wait = DEFAULT_FAULT_DELAYS.get(kind, 0.0) if delay is None else delay
+        self.confidential.add_fault(SignatureFault(kind, count, wait))
+
+    def add_signature_fault(self, fault: SignatureFault) -> None:
+        self.fail_signature(fault.kind, count=fault.count, delay=fault.delay)
 
     def add_fault(self, spec: FaultSpec) -> None:
         self.fail_next(spec.status, delay=spec.delay, count=spec.count, body=spec.body,

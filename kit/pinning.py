@@ -67,7 +67,7 @@ class NodePinner:
     """`add --pin` on the node: the node's own chunking gives the CID."""
 
     name = "node"
-    gateway = None
+    gateway: str | None = None
 
     def __init__(self, client: IpfsClient) -> None:
         self.client = client
@@ -264,7 +264,7 @@ class PinningServicePinner:
     until `pinned` or `failed`, within `poll_timeout`."""
 
     name = "pinning-service"
-    gateway = None  # the bytes were added to the node as well
+    gateway: str | None = None  # the bytes were added to the node as well
 
     def __init__(self, base_url: str, node: IpfsClient, *, token: str | None = None,
                  timeout: float = 30.0, poll_timeout: float = POLL_TIMEOUT) -> None:

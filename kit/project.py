@@ -46,6 +46,7 @@ OVERRIDES: dict[str, tuple[str, str]] = {
     "tool_name": ("tool", "name"),
     "tool_version": ("tool", "version"),
     "tool_prefix": ("tool", "prefix"),
+    "preset": ("contract", "preset"),
 }
 
 # scaffold template (under kit/templates/project/) -> file written in the project
@@ -53,6 +54,7 @@ SCAFFOLD: dict[str, str] = {
     "gitignore.j2": ".gitignore",
     "README.md.j2": "README.md",
     "test_agent.py.j2": "tests/test_agent.py",
+    "agent.js.j2": "src/agent.js",  # the user module (kit.bundle), per preset
     "agent.toml.j2": CONFIG_FILE,  # last: a failed init can simply be run again
 }
 
@@ -83,7 +85,10 @@ def toml_value(value: Any) -> str:
 def _scaffold_environment() -> SandboxedEnvironment:
     from kit.render import sandboxed_environment
 
-    return sandboxed_environment(templates_dir() / "project", {"toml": toml_value},
+    from kit.presets import schema_toml
+
+    return sandboxed_environment(templates_dir() / "project",
+                                 {"toml": toml_value, "schema_toml": schema_toml},
                                  trim_blocks=True)
 
 
@@ -97,6 +102,10 @@ def _settings(name: str, provider: str, overrides: dict[str, Any]) -> dict[str, 
             continue
         section, key = OVERRIDES[option]
         settings.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+    if settings.get("contract", {}).get("preset") == "json":
+        from kit.presets import DEFAULT_JSON_SCHEMA
+
+        settings["contract"]["output_schema"] = DEFAULT_JSON_SCHEMA
     return settings
 
 

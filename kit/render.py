@@ -122,13 +122,14 @@ def contract_parameters(config: ProjectConfig) -> dict[str, Any]:
     return parameters
 
 
-def render_parameters(parameters: dict[str, Any]) -> bytes:
-    """Render the contract template with `parameters` as its `config` object."""
+def render_parameters(parameters: dict[str, Any], user_module: str | None = None) -> bytes:
+    """Render the contract template with `parameters` as its `config` object and the user
+    module's code (kit.bundle: already checked, placed as it is), if any."""
     from jinja2 import TemplateError
 
     try:
         template = template_environment().get_template(TEMPLATE_FILE)
-        text = template.render(config=parameters)
+        text = template.render(config=parameters, user_module=user_module)
     except TemplateError as exc:
         problem = f"the contract template failed to render ({exc}); reinstall the kit"
         raise KitError(problem) from None
@@ -136,5 +137,16 @@ def render_parameters(parameters: dict[str, Any]) -> bytes:
 
 
 def render_contract(config: ProjectConfig) -> bytes:
-    """The contract for `config`, as the bytes written to `dist/agent.js`."""
-    return render_parameters(contract_parameters(config))
+    """The contract for `config` with its user module (src/agent.js, kit.bundle), as the bytes
+    written to `dist/agent.js`."""
+    from kit.bundle import check_syntax, load_module
+    from kit.presets import output_schema_object
+
+    module = load_module(config.root)
+    if module is not None:
+        check_syntax(module)
+    parameters = contract_parameters(config)
+    if "output_schema" in parameters.get("contract", {}):  # canonical JSON text -> object
+        parameters["contract"]["output_schema"] = output_schema_object(
+            parameters["contract"]["output_schema"])
+    return render_parameters(parameters, module.code if module else None)

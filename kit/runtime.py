@@ -43,11 +43,13 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from kit import jsonsafe
 from kit.errors import ExternalError, InputError
 
 GEN1_METHODS = ("GET", "POST", "PATCH", "PUT")
@@ -282,6 +284,25 @@ def dev_quote(worker_key: bytes, code: str, message: bytes) -> bytes:
     report_data = wapo_hash("keccak256", payload) + bytes(32)
     signed = DEV_QUOTE_MAGIC + report_data
     return signed + worker_public_key(worker_key) + worker_sign(worker_key, signed)
+
+
+# ---- Wapo key material from elsewhere (a dstack CVM's guest agent) ----------------------------
+
+
+@dataclass(frozen=True)
+class WapoSource:
+    """Where `Wapo.deriveSecret` and `Wapo.sgxQuote` come from for one contract, when not from
+    the local worker key (`invoke(..., wapo=None)`, as `kit dev` runs). `kit gateway serve` in
+    a dstack CVM builds one per CID from the guest agent (`kit.dstack.guest`).
+
+    - `derive_secret(code, salt)`: the 64 bytes `Wapo.deriveSecret(salt)` returns;
+    - `quote(code, message)`: `{"quote": hex, "event_log": JSON text, "compose_hash": hex}`;
+      the contract gets the quote's bytes with the other two as the read-only `dstack` property.
+    Either may raise a `KitError` (the guest agent failed): the contract sees a thrown Error.
+    """
+
+    derive_secret: Callable[[str, bytes], bytes]
+    quote: Callable[[str, bytes], Mapping[str, Any]]
 
 
 # ---- one invocation ----------------------------------------------------------------------------
@@ -521,8 +542,9 @@ class _Session:
     context is created, driven and dropped by the calling thread; fetch threads only hand
     results over through a queue."""
 
-    def __init__(self, code: str, limits: Limits, worker_key: bytes) -> None:
-        self.code, self.limits, self.worker_key = code, limits, worker_key
+    def __init__(self, code: str, limits: Limits, worker_key: bytes,
+                 wapo: WapoSource | None = None) -> None:
+        self.code, self.limits, self.worker_key, self.wapo = code, limits, worker_key, wapo
         self.started = time.monotonic()
         self.deadline = self.started + limits.time_seconds
         self.logs: list[str] = []
@@ -736,7 +758,12 @@ class _Session:
         return _prelude_parts()[1][name]
 
     def _derive_secret(self, salt_hex: str) -> str:
-        return derive_secret(self.worker_key, self.code, bytes.fromhex(salt_hex)).hex()
+        salt = bytes.fromhex(salt_hex)
+        if self.wapo is None:
+            return derive_secret(self.worker_key, self.code, salt).hex()
+        with _outside_failures():
+            secret = self.wapo.derive_secret(self.code, salt)
+        return secret.hex()
 
     def _hash(self, algorithm: str, data_hex: str) -> str:
         return wapo_hash(algorithm, bytes.fromhex(data_hex)).hex()
@@ -753,8 +780,25 @@ class _Session:
     def _sign(self, message_hex: str) -> str:
         return worker_sign(self.worker_key, bytes.fromhex(message_hex)).hex()
 
-    def _sgx_quote(self, message_hex: str) -> str:
-        return dev_quote(self.worker_key, self.code, bytes.fromhex(message_hex)).hex()
+    def _sgx_quote(self, message_hex: str) -> str | dict[str, Any]:
+        message = bytes.fromhex(message_hex)
+        if self.wapo is None:
+            return dev_quote(self.worker_key, self.code, message).hex()
+        with _outside_failures():
+            answer = self.wapo.quote(self.code, message)
+        return {name: answer.get(name) for name in ("quote", "event_log", "compose_hash")}
+
+
+@contextmanager
+def _outside_failures() -> Iterator[None]:
+    """A `KitError` from a `WapoSource` (its message names the step, never a secret) becomes an
+    Error thrown into the contract, not an internal error."""
+    from kit.errors import KitError
+
+    try:
+        yield
+    except KitError as exc:
+        raise _ContractError(str(exc)) from None
 
 
 class _Workers:
@@ -959,7 +1003,7 @@ def map_output(output: str | None) -> tuple[int, dict[str, str], str, str | None
     if output == "":
         return 200, {}, "", None
     try:
-        data = json.loads(output)
+        data = jsonsafe.loads(output)
     except ValueError:
         return _fault_answer("invalid_output", f"scriptOutput is not JSON: {output[:200]!r}")
     if not isinstance(data, dict):
@@ -1020,12 +1064,14 @@ def invoke(
     *,
     limits: Limits = Limits(),
     worker_key: bytes | None = None,
+    wapo: WapoSource | None = None,
 ) -> Invocation:
-    """Run `code` once on the serialized `request` in a fresh context and map its output."""
+    """Run `code` once on the serialized `request` in a fresh context and map its output.
+    `wapo`: where deriveSecret and sgxQuote come from (None: the worker key, dev quotes)."""
     key = default_worker_key() if worker_key is None else worker_key
     if len(key) != WORKER_KEY_BYTES:
         raise InputError(f"worker key must be {WORKER_KEY_BYTES} bytes, got {len(key)}")
-    session = _Session(code, limits, key)
+    session = _Session(code, limits, key, wapo)
     try:
         status, headers, body, error = map_output(session.run(json.dumps(request)))
     except _Fault as fault:

@@ -346,6 +346,12 @@
 
   const hexOf = (data, what) => bytes().toHex(bytes().toBytes(data, what));
   const fromHex = (hex) => bytes().fromHex(hex);
+  function quoteBytes(answer) {
+    if (typeof answer === "string") return fromHex(answer);
+    const quote = fromHex(answer.quote);
+    const dstack = Object.freeze({ event_log: answer.event_log, compose_hash: answer.compose_hash });
+    return Object.defineProperty(quote, "dstack", { value: dstack, enumerable: false });
+  }
   const Wapo = {
     deriveSecret: (salt) => fromHex(call("deriveSecret", hexOf(salt, "salt"))),
     hash: (algorithm, data) => fromHex(call("hash", String(algorithm), hexOf(data, "data"))),
@@ -360,8 +366,10 @@
     workerPublicKey: () => fromHex(call("workerPublicKey")),
     workerSign: (message) => fromHex(call("workerSign", hexOf(message, "message"))),
     // No SGX outside the enclave: a dev quote (bytes, as the real worker's quote) that says so
-    // in its first bytes and binds the message like a real one (kit.runtime.dev_quote).
-    sgxQuote: (message) => fromHex(call("sgxQuote", hexOf(message, "message"))),
+    // in its first bytes and binds the message like a real one (kit.runtime.dev_quote). Under
+    // `kit gateway serve` in a dstack CVM: the guest agent's TDX quote, with its event log and
+    // compose hash as the read-only `dstack` property of the bytes (kit.runtime.WapoSource).
+    sgxQuote: (message) => quoteBytes(call("sgxQuote", hexOf(message, "message"))),
     env: {},
   };
 

@@ -108,8 +108,8 @@ def both(contract: Contract | Path, request: dict[str, Any] | str) -> tuple[Answ
     return run_kit(contract.kit, request), run_phatjs(contract.phala, request)
 
 
-STAND_IN_WAPO = """// STAND-IN (test only): phatjs has no Wapo; the worker derives secrets, and so does this,
-// from a table of the local runtime's derivations for this code and worker key.
+STAND_IN_WAPO = """// STAND-IN (test only): phatjs has no Wapo; the worker derives secrets,
+// and so does this, from a table of the local runtime's derivations for this code and key.
 globalThis.Wapo = { deriveSecret(salt) {
   const hex = %s[String(salt)];
   if (hex === undefined) throw new Error("stand-in Wapo.deriveSecret: unknown path " + salt);

@@ -180,3 +180,37 @@ def test_attest_refuses_a_replayed_nonce_and_an_unreachable_gateway(
     assert code == 2
     code, _, err = run_cli(capsys, "attest", "-C", str(project), "--app-address", "zz")
     assert code == 2 and "--app-address" in err
+
+
+# --- kit deploy records the local runtime's signer -------------------------------------------
+
+
+def test_deploy_records_the_signer_the_contract_signs_with(
+        project_factory: Any, ipfs_node: Any, local_gateway_factory: Any, mock_llm: Any) -> None:
+    """The real chain: contract in the local runtime behind the local gateway (dev quote from a
+    loopback gateway), its answer's proof recovered by eth-account to the recorded signer."""
+    import requests
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from fixtures.servers import MOCK_LLM_KEY
+
+    from kit.deploy import deploy
+
+    gateway = local_gateway_factory(ipfs_api=ipfs_node.api)
+    project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url,
+                              gateway_url=gateway.url, models=("gpt-4o-mini",))
+    result = deploy(project, ipfs_api=ipfs_node.api)
+    assert len(result.record["signers"]) == 1, result.warnings
+    signer = result.record["signers"][0]
+    vault = requests.post(f"{gateway.url}/vaults", timeout=10, json={
+        "cid": result.cid, "data": {"apiKey": MOCK_LLM_KEY}}).json()
+    answer = requests.post(f"{gateway.url}/ipfs/{result.cid}", params={"key": vault["key"]},
+                           json={"prompt": PROMPT, "model": "gpt-4o-mini"}, timeout=30).json()
+    proof = answer["proof"]
+    text = (f"agent-contract-kit answer v1\ncid: {result.cid}\nmodel: {proof['model']}\n"
+            f"system_sha256: {proof['system_sha256']}\n"
+            f"prompt_sha256: {hashlib.sha256(PROMPT.encode()).hexdigest()}\n"
+            f"answer_sha256: {hashlib.sha256(answer['message'].encode()).hexdigest()}\n"
+            "provider_proof_sha256: none")
+    recovered = Account.recover_message(encode_defunct(text=text), signature=proof["signature"])
+    assert recovered == signer

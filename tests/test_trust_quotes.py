@@ -239,3 +239,72 @@ def test_the_local_runtime_dev_quote_verifies_only_when_allowed() -> None:
     attested = verify_attestation(document, cid=CID, nonce=NONCE, policy=DEV_POLICY)
     assert attested.quote.quote_type == "dev" and attested.signer == SIGNER
     refused(document, "quote_type", AttestationPolicy(app_address=bytes(32)))
+
+
+class StandInPccs:
+    """STAND-IN PCCS on 127.0.0.1 speaking the PCCS v4 protocol that dcap-qvl's get_collateral
+    uses (Phala-Network/dcap-qvl src/collateral.rs): it serves the sample's collateral parts."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import quote
+
+        parts = json.loads((VECTORS / "sgx_quote_collateral.json").read_text())
+        chain = {name: quote(parts[name], safe="") for name in
+                 ("pck_crl_issuer_chain", "tcb_info_issuer_chain", "qe_identity_issuer_chain")}
+        routes = {
+            "/sgx/certification/v4/pckcrl": (
+                bytes.fromhex(parts["pck_crl"]),
+                {"SGX-PCK-CRL-Issuer-Chain": chain["pck_crl_issuer_chain"]}),
+            "/sgx/certification/v4/rootcacrl": (parts["root_ca_crl"].encode(), {}),
+            "/sgx/certification/v4/tcb": (
+                ('{"tcbInfo":' + parts["tcb_info"] + ',"signature":"'
+                 + parts["tcb_info_signature"] + '"}').encode(),
+                {"TCB-Info-Issuer-Chain": chain["tcb_info_issuer_chain"]}),
+            "/sgx/certification/v4/qe/identity": (
+                ('{"enclaveIdentity":' + parts["qe_identity"] + ',"signature":"'
+                 + parts["qe_identity_signature"] + '"}').encode(),
+                {"SGX-Enclave-Identity-Issuer-Chain": chain["qe_identity_issuer_chain"]}),
+        }
+        self.paths: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.paths.append(self.path)
+                body, headers = routes.get(self.path.split("?")[0], (b"", {}))
+                self.send_response(200 if body else 404)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_collateral_fetched_through_dcap_qvl_verifies_and_is_cached(
+        sample: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    sgx.clear_collateral_cache()
+    pccs = StandInPccs()
+    try:
+        monkeypatch.setattr(sgx.time, "time", lambda: float(sample["now"]))
+        policy = AttestationPolicy(pccs_url=pccs.url, collateral_timeout=30, now=sample["now"],
+                                   mr_enclaves=(sample["mr_enclave"],))
+        verdict = sgx.verify_sgx_quote(sample["quote"], sample["report_data"], policy)
+        assert verdict.status == "ConfigurationAndSWHardeningNeeded"
+        fetched = len(pccs.paths)
+        assert any(path.startswith("/sgx/certification/v4/tcb?fmspc=") for path in pccs.paths)
+        sgx.verify_sgx_quote(sample["quote"], sample["report_data"], policy)
+        assert len(pccs.paths) == fetched  # cached: no second fetch
+    finally:
+        pccs.close()
+        sgx.clear_collateral_cache()

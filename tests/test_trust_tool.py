@@ -32,8 +32,9 @@ MODEL = "gpt-4o-mini"
 FAST = {"BACKOFF_BASE": 0.01, "BACKOFF_MAX": 0.05, "CONNECT_TIMEOUT": 2.0, "READ_TIMEOUT": 5.0}
 
 
-def make_tool(tmp_path: Path, verify: str = "signature", result: str = "json") -> Path:
-    project = tmp_path / f"project-{verify}-{result}"
+def make_tool(tmp_path: Path, verify: str = "signature", result: str = "json",
+              signers: tuple[str, ...] = (SIGNER,)) -> Path:
+    project = tmp_path / f"project-{verify}-{result}-{len(signers)}"
     init_project(project, name="demo")
     config = (project / "agent.toml").read_text()
     config = config.replace("[tool]", f'[tool]\nresult = "{result}"', 1) if "[tool]" in config \
@@ -45,7 +46,7 @@ def make_tool(tmp_path: Path, verify: str = "signature", result: str = "json") -
               "verified_via": "x", "artifact": "dist/agent.js", "size": build.size,
               "config_sha256": "0" * 64, "template_version": build.template_version,
               "kit_version": "0", "backend": "node", "deployed_at": "2026-01-01T00:00:00Z",
-              "signers": [SIGNER]}
+              "signers": list(signers)}
     (project / "deployments").mkdir()
     (project / "deployments" / "latest.json").write_text(json.dumps(record))
     (project / "deployments" / "history.json").write_text(json.dumps([record]))
@@ -151,7 +152,8 @@ def served() -> Iterator[Callable[..., tuple[Any, Gateway]]]:
         with standin_http(gateway.handle) as url:
             run, namespace = load_like_mech(package)
             namespace.update(FAST, GATEWAY_URL=url, AGENT_URL=f"{url}/ipfs/{namespace['CID']}")
-            keys = KeyChain({"tee_vault_key": ["vault-key"], "tee_caller_token": ["t"]})
+            keys = KeyChain({"tee_vault_key": ["vault-key"],
+                             "tee_caller_token": ["caller-token-xyz"]})
             outcome = run(tool=namespace["PREFIX"] + MODEL, prompt=PROMPT, model=MODEL,
                           api_keys=keys, counter_callback=None)
         return outcome[0], gateway
@@ -201,14 +203,15 @@ def test_text_results_and_verification_off(tmp_path: Path, served: Any) -> None:
 
 def test_attested_mode_attests_unknown_signers_with_a_fresh_nonce(tmp_path: Path,
                                                                  served: Any) -> None:
-    package = make_tool(tmp_path, verify="attested")
+    package = make_tool(tmp_path, verify="attested", signers=())
     cid = load_like_mech(package)[1]["CID"]
     assert "dcap-qvl" in (package / "component.yaml").read_text()
-    result, gateway = served(package, signed(cid, key=OTHER_KEY))
-    # the stand-in attests with a dev quote (and for another signer): refused, never answered
-    assert result.startswith("Error: the answer did not verify (")
-    assert "heavy" not in result and ANSWER not in result
+    # the stand-in attests SIGNER with a dev quote: refused, the answer never returned
+    result, gateway = served(package, signed(cid))
+    assert result.startswith("Error: the answer did not verify (quote_type: dev quotes")
+    assert ANSWER not in result
     assert len(gateway.nonces) == 1 and re.fullmatch(r"[0-9a-f]{64}", gateway.nonces[0])
-    served(package, signed(cid, key=OTHER_KEY))
-    result, gateway2 = served(package, signed(cid))  # the pinned signer needs no attestation
-    assert json.loads(result)["answer"] == ANSWER and gateway2.nonces == []
+    # an answer signed by another key than the attested one
+    result, again = served(package, signed(cid, key=OTHER_KEY))
+    assert "signer: the attested signer is not the answer's" in result and ANSWER not in result
+    assert len(again.nonces) == 1 and again.nonces != gateway.nonces  # fresh each time

@@ -10,7 +10,7 @@ import click
 from kit.cli._common import project_option
 
 if TYPE_CHECKING:
-    from kit.mock_llm import FaultSpec
+    from kit.mock_llm import FaultSpec, SignatureFault
 
 VAULT_FILE = Path(".kit") / "vault.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -38,7 +38,10 @@ def _print_access(method: str, path: str, status: int, elapsed_ms: float) -> Non
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--ipfs-api", help="IPFS node API to load contracts from "
                                  "(default: ipfs.api in agent.toml, else the local dev node).")
-def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None) -> None:
+@click.option("--watch", is_flag=True, help="Rebuild when agent.toml or src/ changes and serve "
+                                            "the new CID at once (a broken edit keeps the last "
+                                            "good build serving).")
+def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None, watch: bool) -> None:
     """Serve a local gateway (/ipfs/<cid>, /vaults, /logs) until Ctrl-C.
 
     With an agent.toml in the project directory the contract is built first and served under
@@ -57,15 +60,48 @@ def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None) -> None:
     ipfs_api = ipfs_api or resolve_api(configured)
     gateway = LocalGateway(project_dir if cid else None, ipfs_api=ipfs_api,
                            vault_path=project_dir / VAULT_FILE, host=host, port=port,
-                           on_request=_print_access)
+                           on_request=_print_access, on_invocation=_print_failure)
     _warn_if_exposed(host)
     url = gateway.start()
     click.echo(f"local gateway at {url} (IPFS node: {ipfs_api}; "
                f"vault: {project_dir / VAULT_FILE})")
     if cid:
         click.echo(f"project CID {cid}: {url}/ipfs/{cid}")
+    if watch and cid:
+        _watch(project_dir, url, gateway)
+        return
     click.echo("Ctrl-C to stop")
     _wait_for_interrupt(gateway)
+
+
+def _print_failure(cid: str, code: str, logs: list[str], error: str | None) -> None:
+    """A failed invocation's error and stack trace, mapped to the user's src/ lines."""
+    from kit.bundle import map_trace
+
+    lines = [entry for entry in logs if entry.startswith("[error]")]
+    if error:
+        lines.append(error)
+    for line in lines:
+        click.echo(map_trace(line, code), err=True)
+
+
+def _watch(project_dir: Path, url: str, gateway: _Server) -> None:
+    from kit.watch import ProjectWatcher, WatchEvent
+
+    def report(event: WatchEvent) -> None:
+        if event.ok:
+            click.echo(f"rebuilt in {event.elapsed_ms:.0f} ms: {url}/ipfs/{event.cid}")
+        else:
+            click.echo(f"build failed (the last good build keeps serving): {event.error}",
+                       err=True)
+
+    watcher = ProjectWatcher(project_dir, report)
+    watcher.start()
+    click.echo("watching agent.toml and src/ for changes; Ctrl-C to stop")
+    try:
+        _wait_for_interrupt(gateway)
+    finally:
+        watcher.stop()
 
 
 def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[FaultSpec]:
@@ -78,6 +114,17 @@ def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str,
         raise click.BadParameter(str(exc).removeprefix("--fail "), ctx, param) from None
 
 
+def _parse_signature_faults(ctx: click.Context, param: click.Parameter,
+                            values: tuple[str, ...]) -> list[SignatureFault]:
+    from kit.errors import InputError
+    from kit.mock_llm import parse_signature_fault
+
+    try:
+        return [parse_signature_fault(value) for value in values]
+    except InputError as exc:
+        raise click.BadParameter(str(exc).removeprefix("--signature-fault "), ctx, param) from None
+
+
 @click.command("mock-llm")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8100, show_default=True, type=click.IntRange(0, 65535))
@@ -88,7 +135,18 @@ def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str,
                    "SPEC is key=value pairs: status=CODE, count=N (default 1), delay=SECONDS, "
                    "retry-after=SECONDS, body=TEXT (last; answered as text/plain instead of "
                    "the provider's error shape).")
-def mock_llm(host: str, port: int, api_key: str, faults: list[FaultSpec]) -> None:
+@click.option("--confidential", is_flag=True,
+              help="Also stand in for a confidential-inference provider: sign every completion "
+                   "with the stand-in's secp256k1 key and serve GET /v1/signature/{chat_id} and "
+                   "GET /v1/attestation/report (a DEV quote: never passes production checks).")
+@click.option("--signature-fault", "signature_faults", multiple=True, metavar="SPEC",
+              callback=_parse_signature_faults,
+              help="With --confidential: inject a fault into the next signature (or report) "
+                   "requests (repeatable). SPEC is KIND[,count=N][,delay=SECONDS]; kinds: "
+                   "wrong-signature, text-mismatch, unknown-signer, not-found, slow, timeout, "
+                   "report-wrong-nonce, report-wrong-address.")
+def mock_llm(host: str, port: int, api_key: str, faults: list[FaultSpec], confidential: bool,
+             signature_faults: list[SignatureFault]) -> None:
     """Serve a STAND-IN OpenAI/Anthropic endpoint (not a language model) until Ctrl-C.
 
     Both shapes answer deterministically, and stream (server-sent events) when the request
@@ -102,11 +160,17 @@ def mock_llm(host: str, port: int, api_key: str, faults: list[FaultSpec]) -> Non
       --fail delay=30,status=504                 a gateway timeout after 30 s
       --fail status=200,body=not json            a broken answer
     """
-    from kit.mock_llm import MockLLM, describe_fault
+    from kit.errors import InputError
+    from kit.mock_llm import MockLLM, describe_fault, describe_signature_fault
 
-    server = MockLLM(host, port, api_key=api_key, on_request=_print_access)
+    if signature_faults and not confidential:
+        raise InputError("--signature-fault needs --confidential")
+    server = MockLLM(host, port, api_key=api_key, on_request=_print_access,
+                     confidential=confidential)
     for spec in faults:
         server.add_fault(spec)
+    for fault in signature_faults:
+        server.add_signature_fault(fault)
     _warn_if_exposed(host)
     url = server.start()
     click.echo(f"STAND-IN LLM (not a language model) at {url}")
@@ -114,8 +178,15 @@ def mock_llm(host: str, port: int, api_key: str, faults: list[FaultSpec]) -> Non
     click.echo("  Anthropic shape: POST /v1/messages (x-api-key: <key> or Authorization: Bearer)")
     click.echo("  answers: 'stand-in answer: ' + the first 16 hex digits of sha256(prompt); "
                '"stream": true streams it')
+    if server.confidential is not None:
+        click.echo(f"  confidential stand-in: signing address {server.confidential.address} "
+                   "(a public test key)")
+        click.echo("    GET /v1/signature/{chat_id}?model=..&signing_algo=ecdsa, "
+                   "GET /v1/attestation/report?model=..&nonce=<64 hex> (DEV quote)")
     for spec in faults:
         click.echo(f"  injected failure: {describe_fault(spec)}")
+    for fault in signature_faults:
+        click.echo(f"  injected signature fault: {describe_signature_fault(fault)}")
     click.echo("Ctrl-C to stop")
     _wait_for_interrupt(server)
 

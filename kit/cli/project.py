@@ -19,16 +19,20 @@ from kit.config import PROVIDER_KINDS
 )
 @click.option("--base-url", help="Provider base URL (default: the provider's public API).")
 @click.option("--gateway", "gateway_url", help="Gateway URL the mech tool calls.")
+@click.option("--preset", type=click.Choice(["chat", "prediction", "json"]), default="chat",
+              show_default=True, help="What the contract answers: the model's text, a "
+              "prediction for trader agents, or JSON meeting a schema in agent.toml.")
 @json_option
 def init(
     directory: Path, name: str | None, provider: str, base_url: str | None,
-    gateway_url: str | None, as_json: bool,
+    gateway_url: str | None, preset: str, as_json: bool,
 ) -> None:
-    """Scaffold an agent project in DIRECTORY."""
+    """Scaffold an agent project in DIRECTORY (agent.toml, src/agent.js, tests)."""
     from kit.project import init_project
 
     files = init_project(
-        directory, name=name, provider=provider, base_url=base_url, gateway_url=gateway_url
+        directory, name=name, provider=provider, base_url=base_url, gateway_url=gateway_url,
+        preset=preset,
     )
     result = {"directory": str(directory), "files": [str(path) for path in files]}
     emit(result, as_json, _describe_init)

@@ -62,6 +62,8 @@ def _describe(view: dict[str, Any]) -> str:
         f"  bound to CID:  {view['cid']}",
         f"  package hash:  {view['package_hash']}",
     ]
+    if view.get("metadata_path"):
+        lines.append(f"  tool metadata: {view['metadata_path']} (checked against the mech's rules)")
     if "pushed_to" in view:
         lines.append(f"  pinned on {view['pushed_to']} (the node's hash matches)")
     lines += [

@@ -69,10 +69,14 @@ def _checked(values: tuple[str, ...], pattern: re.Pattern[str], option: str) -> 
 @click.option("--signer", "signers", multiple=True, metavar="ADDR",
               help="A pinned signer (repeatable; default: those recorded in -C DIR for the CID).")
 @click.option("--system", help="The system prompt, when known: its sha256 is checked too.")
+@click.option("--provider-signer", "provider_signers", multiple=True, metavar="ADDR",
+              help="A provider signer the contract pins (repeatable; default: read from the "
+                   "built contract in -C DIR whose CID the deployment records).")
 @project_option
 @json_option
 def verify_answer(source: str, prompt: str | None, prompt_file: Path | None, cid: str | None,
-                  signers: tuple[str, ...], system: str | None, project_dir: Path,
+                  signers: tuple[str, ...], system: str | None,
+                  provider_signers: tuple[str, ...], project_dir: Path,
                   as_json: bool) -> None:
     """Check a delivered result offline: exit 0 verified, 1 not verified (naming the field),
     2 unreadable input. FILE holds the tool's JSON result, the contract's answer or a mech
@@ -86,14 +90,24 @@ def verify_answer(source: str, prompt: str | None, prompt_file: Path | None, cid
     if not pinned:
         proof_cid = result.proof.get("cid") if isinstance(result.proof, dict) else None
         pinned = _recorded_signers(project_dir, cid or proof_cid)
+    provider_pins = _checked(provider_signers, _ADDRESS, "--provider-signer")
     try:
         verdict = check(result, prompt=text, signers=pinned, cid=cid, system=system)
+        view = verdict.to_dict()
+        if result.provider_proof is not None:  # its sha256 is signed: now its own signer
+            from kit.trust.provider import check_provider_proof, pinned_provider_signers
+
+            view["provider_signer"] = check_provider_proof(
+                result.provider_proof,
+                provider_pins or pinned_provider_signers(project_dir, verdict.cid))
     except NotVerified as exc:
         if as_json:
             emit({"verified": False, "field": exc.field, "problem": exc.problem}, True, str)
         raise
-    emit(verdict.to_dict(), as_json, lambda v: (
-        f"proof: verified (signer {v['signer']})\ncid: {v['cid']}\nmodel: {v['model']}"))
+    emit(view, as_json, lambda v: (
+        f"proof: verified (signer {v['signer']})\ncid: {v['cid']}\nmodel: {v['model']}"
+        + (f"\nprovider proof: verified (signer {v['provider_signer']})"
+           if "provider_signer" in v else "")))
 
 
 @click.command("attest")
@@ -108,12 +122,14 @@ def verify_answer(source: str, prompt: str | None, prompt_file: Path | None, cid
               help="A pinned SGX MRENCLAVE (repeatable; default: verify.mr_enclaves); SGX "
                    "quotes need at least one.")
 @click.option("--pccs-url", help="PCCS for the quote's collateral (default: dcap-qvl's).")
+@click.option("--compose-hash", help="The dstack app's compose hash a TDX quote must measure "
+                                     "(64 hex; default: deployments/dstack.json).")
 @click.option("--timeout", type=click.FloatRange(0.1, 300), default=30.0, show_default=True,
               help="Seconds for the gateway and for the collateral.")
 @json_option
 def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
            app_address: str | None, mr_enclaves: tuple[str, ...], pccs_url: str | None,
-           timeout: float, as_json: bool) -> None:
+           compose_hash: str | None, timeout: float, as_json: bool) -> None:
     """Fetch /attestation with a fresh nonce, verify it, record the signer for the deployment."""
     from kit.trust.attestation import attest_deployment
     from kit.trust.quotes import AttestationPolicy
@@ -136,16 +152,32 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
         mr_enclaves=tuple(bytes.fromhex(m.removeprefix("0x"))
                           for m in _checked(mr_enclaves, _HEX32, "--mr-enclave")),
         pccs_url=pccs_url, collateral_timeout=timeout,
+        options=_tdx_options(project_dir, compose_hash),
     )
     result = attest_deployment(project_dir, gateway_url=gateway_url, policy=policy,
                                timeout=timeout)
     emit(result.to_dict(), as_json, _describe_attestation)
 
 
+def _tdx_options(project_dir: Path, compose_hash: str | None) -> dict[str, str]:
+    """What a TDX quote is checked against: the pinned compose hash (kit.trust.tdx)."""
+    if compose_hash is None:
+        from kit.dstack.compose import load_record
+
+        record = load_record(project_dir)
+        compose_hash = record.compose_hash if record is not None else None
+    if compose_hash is None:
+        return {}
+    return {"compose_hash": _checked((compose_hash,), _HEX32, "--compose-hash")[0].lower()
+            .removeprefix("0x")}
+
+
 def _describe_attestation(view: dict[str, Any]) -> str:
     kind = view["quote_type"] + ("" if view["production"] else " (NOT hardware: local work only)")
     lines = [f"attested signer {view['signer']} for {view['cid']} at {view['gateway_url']}",
              f"quote: {kind}, status {view['status']}",
+             *([f"compose hash: {view['details'].get('compose_hash')} (measured in RTMR3)"]
+               if view["quote_type"] == "tdx" else []),
              "recorded in deployments/latest.json" if view["recorded"]
              else "already recorded in deployments/latest.json"]
     return "\n".join(lines)

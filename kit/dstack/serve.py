@@ -8,9 +8,12 @@ conveniences:
   source is tried; if none gives matching bytes, 502 ``cid_mismatch``). Verified code is cached
   in memory and, when a data directory is given, on disk (re-hashed when read back);
 - there is no project directory: nothing is auto-loaded from a local build;
-- the runtime's worker key (behind `Wapo.deriveSecret` and `Wapo.workerSign`) is the guest
-  agent's ``GetKey`` on ``WORKER_KEY_PATH``: derived secrets stay bound to the contract's code
-  hash as in `kit dev`, are shared by replicas of one app, and differ between apps;
+- the Wapo globals come from the guest agent (`kit.dstack.guest`): `Wapo.deriveSecret(salt)`
+  from ``GetKey`` along a path naming the CID (and mixed with the code's hash, as in `kit dev`),
+  so contracts never share keys, replicas of one app share theirs and other apps differ; the
+  quote (`Wapo.sgxQuote`) is ``GetQuote``'s TDX quote binding the CID and the message
+  (`kit.trust.tdx.tdx_report_data`), with the event log and the compose hash. The runtime's
+  worker key (behind `Wapo.workerSign`/`workerPublicKey`) is ``GetKey`` on ``WORKER_KEY_PATH``;
 - the vault file is sealed at rest (AES-256-GCM) with a key from the guest agent's ``GetKey``
   on ``SEALING_KEY_PATH``: replicas of one app (same KMS app key) read it, another app cannot.
   Entries stay bound to their CID as in the Phala vault.
@@ -189,9 +192,12 @@ def production_gateway(*, gateways: Sequence[str], ipfs_api: str | None, data_di
     if not gateways and not ipfs_api:
         raise InputError("give at least one --ipfs-gateway URL or --ipfs-api address to fetch "
                          "contracts from")
+    from kit.dstack.guest import GuestAgent
+
     checked = [check_option_url("--ipfs-gateway", url) for url in gateways]
     key = sealing_key(dstack_endpoint)
     options.setdefault("worker_key", worker_key(dstack_endpoint))
+    options.setdefault("wapo_for", GuestAgent(dstack_endpoint).wapo_for)
     data_dir = Path(data_dir)
     vault_path = data_dir / "vault.sealed"
     # LocalGateway opens a plain vault at construction; that path is never written (the

@@ -69,6 +69,20 @@ def verify_attestation(document: Any, *, cid: str, nonce: str,
     return AttestedSigner(attestation.cid, attestation.signer, attestation.encryption_key, verdict)
 
 
+def is_loopback(url: str) -> bool:
+    """Whether `url` names this machine (127.0.0.0/8, ::1, localhost): the local runtime."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def attestation_url(gateway_url: str, cid: str) -> str:
     return f"{gateway_url.rstrip('/')}/ipfs/{cid}/attestation"
 

@@ -42,3 +42,17 @@ def tool_context(config: ProjectConfig, deployment: Deployment) -> dict[str, Any
         "verifier_source": verifier_source().rstrip("\n"),
         "attestation_verifier_source": attestation_verifier_source().rstrip("\n"),
     }
+
+
+def tool_warnings(config: ProjectConfig, deployment: Deployment) -> tuple[str, ...]:
+    """What `kit tool` should say about verification: an unsafe mode, or nothing pinned."""
+    mode = config.verify.answers
+    if mode == "off":
+        return ("[verify] answers = \"off\": the tool returns answers unchecked (unsafe)",)
+    if deployment.signers:
+        return ()
+    if mode == "attested" and config.verify.app_address and config.verify.mr_enclaves:
+        return ()
+    return (f"no answer signer is recorded for {deployment.cid}: the tool will refuse every "
+            "answer; run `kit attest` (with --allow-dev-quote for the local runtime), then "
+            "`kit tool` again",)

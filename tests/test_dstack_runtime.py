@@ -1,0 +1,286 @@
+"""The Wapo globals from the guest agent under `kit gateway serve` (issue 15, item 2): the whole
+path offline, through the real `dstack_sdk` client against the stand-in guest agent.
+
+The template contract is fetched by CID from a stand-in IPFS gateway (CIDs from aleph-cid, an
+independent implementation), its vault is sealed, `/attestation` answers a TDX (dev) quote with
+its event log and compose hash, and verification goes through kit.trust's quote dispatcher.
+Independent oracles: `dstack_sdk.get_compose_hash` (the compose hash), the `dstack_sdk` client
+itself (GetKey on the documented path, for Wapo.deriveSecret), hashlib (the report_data rule as
+documented in kit/trust/tdx.py, recomputed here), eth-account (signer recovery), and the TDX v4
+layout (Intel TDX DCAP quote: 48-byte header, report_data at body offset 520).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import tempfile
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from fixtures.ipfs_node import oracle_cid, reply, standin_http
+from fixtures.servers import MOCK_LLM_KEY
+from kit.dstack.compose import app_compose
+from kit.dstack.serve import production_gateway
+from kit.dstack.simulator import GuestAgentStandIn, StandInServer
+
+TIMEOUT = 30
+IMAGE = "ghcr.io/example/kit-gateway:0.1.0@sha256:" + "ab" * 32
+NONCE = "7c" * 32
+HEADER_BYTES, REPORT_DATA_AT = 48, 520  # TDX quote v4: header, then the TD report body
+
+
+@pytest.fixture()
+def socket_dir():
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="kitrt") as path:
+        yield Path(path)
+
+
+def serve_bytes(files: dict[str, bytes]):
+    def handle(request: BaseHTTPRequestHandler) -> None:
+        cid = request.path.removeprefix("/ipfs/")
+        reply(request, 200, files[cid]) if cid in files else reply(request, 404, b"")
+    return standin_http(handle)
+
+
+class Cvm:
+    """A started stand-in guest agent + production gateway for one app (compose document)."""
+
+    def __init__(self, socket_dir: Path, data_dir: Path, ipfs_url: str, name: str = "app",
+                 instance_id: str | None = None) -> None:
+        self.compose = app_compose(IMAGE, name)
+        self.agent = StandInServer(GuestAgentStandIn(self.compose, instance_id=instance_id),
+                                   socket_path=socket_dir / f"{name}-{instance_id}.sock",
+                                   port=None).start()
+        self.gateway = production_gateway(
+            gateways=[ipfs_url], ipfs_api=None, data_dir=data_dir,
+            dstack_endpoint=str(self.agent.socket_path), port=0)
+        self.url = self.gateway.start()
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        self.agent.stop()
+
+
+@pytest.fixture()
+def contract(project_factory, mock_llm) -> tuple[str, bytes, str]:
+    from kit.config import load_config
+
+    project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url)
+    code = (project / "dist" / "agent.js").read_bytes()
+    return oracle_cid(code, 1), code, load_config(project).provider.key_secret
+
+
+@pytest.fixture()
+def cvm(contract, socket_dir, tmp_path):
+    cid, code, _ = contract
+    with serve_bytes({cid: code}) as ipfs_url:
+        started = Cvm(socket_dir, tmp_path / "app", ipfs_url)
+        try:
+            yield started
+        finally:
+            started.stop()
+
+
+def attestation(url: str, cid: str, nonce: str = NONCE) -> dict[str, Any]:
+    answer = requests.get(f"{url}/ipfs/{cid}/attestation", params={"nonce": nonce},
+                          timeout=TIMEOUT)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def policy(compose_hash: str, allow_dev: bool = True) -> Any:
+    from kit.trust.quotes import AttestationPolicy
+
+    return AttestationPolicy(allow_dev=allow_dev, options={"compose_hash": compose_hash})
+
+
+def oracle_compose_hash(document: dict[str, Any]) -> str:
+    from dstack_sdk import get_compose_hash
+
+    return get_compose_hash(document)
+
+
+def oracle_report_data(cid: str, message: str) -> bytes:
+    text = b"agent-contract-kit tdx report_data v1\ncid: " + cid.encode() + b"\nmessage:\n" + \
+        message.encode("utf-8")
+    return hashlib.sha256(text).digest() + bytes(32)
+
+
+# -- /attestation answers a TDX quote that binds the CID and the message --------------------------
+
+
+def test_attestation_is_a_tdx_quote_with_event_log_and_compose_hash(cvm, contract) -> None:
+    from kit.trust.attestation import verify_attestation
+
+    cid = contract[0]
+    document = attestation(cvm.url, cid)
+    expected_hash = oracle_compose_hash(cvm.compose)
+    assert document["quote_type"] == "tdx"
+    assert document["compose_hash"] == expected_hash
+    quote = bytes.fromhex(document["quote"])
+    at = HEADER_BYTES + REPORT_DATA_AT
+    assert quote[at:at + 64] == oracle_report_data(cid, document["message"])
+    events = json.loads(document["event_log"])
+    assert [e["event_payload"] for e in events if e["event"] == "compose-hash"] == [expected_hash]
+    attested = verify_attestation(document, cid=cid, nonce=NONCE, policy=policy(expected_hash))
+    assert attested.signer == document["signer"]
+    assert attested.quote.quote_type == "tdx" and attested.quote.production is False
+
+
+def test_answers_are_signed_by_the_attested_key_and_replicas_share_it(
+        contract, socket_dir, tmp_path) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from kit.trust.core import answer_text
+
+    cid, code, key_secret = contract
+    with serve_bytes({cid: code}) as ipfs_url:
+        signers = {}
+        for label, name, instance in (("app", "app", None), ("replica", "app", "33" * 20),
+                                      ("other", "other-app", None)):
+            cvm = Cvm(socket_dir, tmp_path / label, ipfs_url, name=name, instance_id=instance)
+            try:
+                signers[label] = attestation(cvm.url, cid)["signer"]
+                if label == "app":
+                    stored = requests.post(f"{cvm.url}/vaults", timeout=TIMEOUT, json={
+                        "cid": cid, "data": {key_secret: MOCK_LLM_KEY}}).json()
+                    answer = requests.post(f"{cvm.url}/ipfs/{cid}", params={"key": stored["key"]},
+                                           json={"prompt": "hello"}, timeout=TIMEOUT)
+                    assert answer.status_code == 200, answer.text
+                    proof = answer.json()["proof"]
+                    recovered = Account.recover_message(encode_defunct(text=answer_text(proof)),
+                                                        signature=proof["signature"])
+                    assert recovered == proof["signer"] == signers["app"]
+            finally:
+                cvm.stop()
+    assert signers["app"] == signers["replica"] != signers["other"]
+
+
+DERIVE = b"""
+async function main() {
+  const secret = Wapo.deriveSecret("agent-contract-kit/answer-signing/v1");
+  return JSON.stringify({ status: 200, body: Array.from(secret, (b) =>
+    b.toString(16).padStart(2, "0")).join(""), headers: {} });
+}
+main().then((out) => { globalThis.scriptOutput = out; });
+"""
+
+
+def test_derive_secret_follows_the_documented_get_key_path(socket_dir, tmp_path) -> None:
+    from dstack_sdk import DstackClient
+
+    cid = oracle_cid(DERIVE, 1)
+    salt = b"agent-contract-kit/answer-signing/v1"
+    with serve_bytes({cid: DERIVE}) as ipfs_url:
+        cvm = Cvm(socket_dir, tmp_path / "app", ipfs_url)
+        try:
+            got = requests.get(f"{cvm.url}/ipfs/{cid}", timeout=TIMEOUT).text
+            path = f"agent-contract-kit/wapo/derive-secret/v1/{cid}/" + \
+                hashlib.sha256(salt).hexdigest()
+            key = DstackClient(str(cvm.agent.socket_path)).get_key(path).decode_key()
+        finally:
+            cvm.stop()
+    expected = hmac.new(key, b"agent-contract-kit wapo deriveSecret v1"
+                        + hashlib.sha256(DERIVE).digest() + salt, hashlib.sha512).hexdigest()
+    assert got == expected
+
+
+def test_kit_dev_keeps_dev_quotes(contract, local_gateway_factory, tmp_path) -> None:
+    cid, code, _ = contract
+    project = tmp_path / "dev"
+    (project / "dist").mkdir(parents=True)
+    (project / "dist" / "agent.js").write_bytes(code)
+    gateway = local_gateway_factory(project)
+    document = attestation(gateway.url, cid)
+    assert document["quote_type"] == "dev"
+    assert bytes.fromhex(document["quote"]).startswith(b"KIT-DEV-QUOTE-v1\x00")
+    assert "event_log" not in document and "compose_hash" not in document
+
+
+# -- every tampering is refused, naming the step -----------------------------------------------
+
+
+def _flip(hex_text: str, byte_at: int) -> str:
+    data = bytearray(bytes.fromhex(hex_text))
+    data[byte_at] ^= 0x01
+    return data.hex()
+
+
+def _tampered_event_log(text: str) -> str:
+    events = json.loads(text)
+    for event in events:
+        if event["event"] == "compose-hash":
+            event["event_payload"] = "00" * 32
+    return json.dumps(events)
+
+
+def test_every_tampering_is_refused(cvm, contract) -> None:
+    from kit.trust.attestation import verify_attestation
+    from kit.trust.errors import NotVerified
+
+    cid = contract[0]
+    document = attestation(cvm.url, cid)
+    other = attestation(cvm.url, cid, nonce="8d" * 32)  # a genuine quote for another message
+    good_hash = oracle_compose_hash(cvm.compose)
+    cases = [
+        ("quote body", {"quote": _flip(document["quote"], HEADER_BYTES + 200)}, good_hash,
+         "quote"),
+        ("report_data bytes", {"quote": _flip(document["quote"], HEADER_BYTES + REPORT_DATA_AT)},
+         good_hash, "quote"),
+        ("quote of another message", {"quote": other["quote"]}, good_hash, "report_data"),
+        ("event log payload", {"event_log": _tampered_event_log(document["event_log"])},
+         good_hash, "event_log"),
+        ("event log dropped", {"event_log": "[]"}, good_hash, "rtmr3"),
+        ("no event log", {"event_log": None}, good_hash, "event_log"),
+        ("another app's compose hash", {}, "ee" * 32, "compose_hash"),
+        ("unknown quote type", {"quote_type": "tdx2"}, good_hash, "quote_type"),
+        ("tdx quote sold as sgx", {"quote_type": "sgx"}, good_hash, "app_address"),
+    ]
+    for what, changes, compose_hash, step in cases:
+        forged = {**document, **changes}
+        with pytest.raises(NotVerified) as err:
+            verify_attestation(forged, cid=cid, nonce=NONCE, policy=policy(compose_hash))
+        assert err.value.field == step, what
+    with pytest.raises(NotVerified) as err:  # production verification refuses dev quotes
+        verify_attestation(document, cid=cid, nonce=NONCE, policy=policy(good_hash, False))
+    assert err.value.field == "quote"
+    with pytest.raises(NotVerified) as err:  # no compose hash pinned: nothing to compare with
+        verify_attestation(document, cid=cid, nonce=NONCE,
+                           policy=replace(policy(good_hash), options={}))
+    assert err.value.field == "compose_hash"
+
+
+def test_contract_bytes_not_matching_the_cid_are_refused(contract, socket_dir, tmp_path) -> None:
+    cid, code, _ = contract
+    with serve_bytes({cid: code.replace(b"agent-contract-kit", b"agent-contract-kiT", 1)}) \
+            as ipfs_url:
+        cvm = Cvm(socket_dir, tmp_path / "app", ipfs_url)
+        try:
+            answer = requests.get(f"{cvm.url}/ipfs/{cid}/attestation", params={"nonce": NONCE},
+                                  timeout=TIMEOUT)
+        finally:
+            cvm.stop()
+    assert answer.status_code == 502 and answer.json()["error"]["code"] == "cid_mismatch"
+
+
+def test_guest_agent_failure_reaches_the_contract_as_an_error(contract, socket_dir,
+                                                              tmp_path) -> None:
+    cid, code, _ = contract
+    with serve_bytes({cid: code}) as ipfs_url:
+        cvm = Cvm(socket_dir, tmp_path / "app", ipfs_url)
+        try:
+            cvm.agent.stop()  # the guest agent goes away after the gateway started
+            answer = requests.get(f"{cvm.url}/ipfs/{cid}/attestation", params={"nonce": NONCE},
+                                  timeout=TIMEOUT)
+        finally:
+            cvm.gateway.stop()
+    assert answer.status_code == 500
+    assert "guest agent" in answer.text and "Traceback" not in answer.text
