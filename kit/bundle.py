@@ -142,8 +142,8 @@ def module_span(code: str) -> ModuleSpan | None:
     offset = code.count("\n", 0, start) + 1  # the marker's line; the module starts below it
     body_start = code.find("\n", start) + 1
     body = code[body_start:code.rfind("\n", 0, end)]
-    functions = {}
-    for match in re.finditer(r"^\s*(?:async\s+)?function\s*\*?\s*([A-Za-z_$][\w$]*)", body,
+    functions: dict[str, int] = {}
+    for match in re.finditer(r"^[ \t]*(?:async\s+)?function\s*\*?\s*([A-Za-z_$][\w$]*)", body,
                              re.MULTILINE):
         functions.setdefault(match.group(1), _line_of(body, match.start()))
     return ModuleSpan(offset=offset, lines=body.count("\n") + 1, functions=functions)

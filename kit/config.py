@@ -187,6 +187,17 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """[privacy] (issue 14, kit/trust/seal.py): whether the contract accepts sealed requests
+    (prompts sealed to its attested key, answers sealed to the requester). A provider that is
+    not "confidential" reads each prompt in clear, so sealing with one needs
+    allow_plain_provider = true, said explicitly."""
+
+    sealed_requests: bool = False
+    allow_plain_provider: bool = False
+
+
+@dataclass(frozen=True)
 class ContractConfig:
     """[contract] (issue 13): the preset and, for "json", the schema the answer must meet
     (canonical JSON text; kit.presets checks it and documents the supported subset)."""
@@ -205,6 +216,7 @@ class ProjectConfig:
     root: Path = field(compare=False)
     verify: VerifyConfig = VerifyConfig()
     contract: ContractConfig = ContractConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -411,7 +423,20 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "tool": ("author", "name", "version", "prefix", "result", "gateways"),
     "verify": ("answers", "app_address", "mr_enclaves"),
     "contract": ("preset", "output_schema"),
+    "privacy": ("sealed_requests", "allow_plain_provider"),
 }
+
+
+def _privacy(t: _Section, provider: ProviderConfig) -> PrivacyConfig:
+    privacy = PrivacyConfig(sealed_requests=t.get("sealed_requests", bool, False),
+                            allow_plain_provider=t.get("allow_plain_provider", bool, False))
+    if privacy.sealed_requests and provider.kind != "confidential" \
+            and not privacy.allow_plain_provider:
+        raise ConfigError(t.key("sealed_requests"), (
+            f"provider.kind is {provider.kind!r}: that provider would read every sealed prompt "
+            "in clear; use provider.kind = \"confidential\", or say so with [privacy] "
+            "allow_plain_provider = true"))
+    return privacy
 
 
 def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
@@ -447,6 +472,7 @@ def parse_config(data: dict[str, Any], root: Path) -> ProjectConfig:
         root=root,
         verify=_verify(sections["verify"]),
         contract=_contract(sections["contract"]),
+        privacy=_privacy(sections["privacy"], provider),
     )
 
 

@@ -27,6 +27,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kit import jsonsafe
 from kit.errors import InputError, KitError
 from kit.fsutil import atomic_write
 
@@ -164,7 +165,7 @@ def tool_entries(tools: list[str], name: str, description: str,
 
 def _read_existing(path: Path) -> dict[str, Any] | None:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = jsonsafe.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:

@@ -203,6 +203,8 @@ def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, na
         "description": description,
         "cid": deployment.cid,
         "gateway_url": deployment.gateway_url.rstrip("/"),
+        # replicas of one app (tool.gateways), else the deployment's gateway alone
+        "gateway_urls": list(config.tool.gateways) or [deployment.gateway_url.rstrip("/")],
         "prefix": config.tool.prefix,
         "models": list(config.provider.models),
         "default_model": config.provider.default_model,
@@ -210,6 +212,7 @@ def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, na
         "caller_token_required": config.agent.caller_token_secret is not None,
         "forward_provider_key": config.provider.accept_key_in_body,
         "return_used_params": options.used_params,
+        "preset": config.contract.preset,  # "prediction": the trader's result format
         "copyright_holder": options.copyright_holder or author,
         "copyright_year": datetime.now(timezone.utc).year,
         "dependencies": TOOL_DEPENDENCIES,

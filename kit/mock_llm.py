@@ -44,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kit import jsonsafe
 from kit.errors import InputError
 from kit.httpserver import BackgroundServer, KeepAliveHandler
 
@@ -765,8 +766,8 @@ class MockLLM:
                        retry_after=spec.retry_after)
 
     def record(self, handler: _Handler, raw: bytes) -> Any:
-        try:
-            body = json.loads(raw) if raw else None
+        try:  # depth-limited: eth-account (confidential mode) raises the recursion limit
+            body = jsonsafe.loads(raw) if raw else None
         except ValueError:
             body = None
         headers = {name.lower(): value for name, value in handler.headers.items()}

@@ -131,12 +131,21 @@ def _tables(schema: dict[str, Any], table: str) -> str:
     for key, value in schema.items():
         if isinstance(value, dict):
             nested.append((key, value))
-        elif isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
-            raise ConfigError(f"{table}.{key}", "lists of objects or lists cannot be written "
-                                                "as TOML here; edit agent.toml by hand")
         else:
-            lines.append(f"{_toml_key(key)} = {json.dumps(value, ensure_ascii=False)}")
+            lines.append(f"{_toml_key(key)} = {_toml_inline(value)}")
     text = "\n".join(lines) + "\n"
     for key, value in nested:
         text += _tables(value, f"{table}.{_toml_key(key)}")
     return text
+
+
+def _toml_inline(value: Any) -> str:
+    """A TOML 1.0 inline value: arrays (mixed types allowed) and inline tables nest."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_inline(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_inline(item) for item in value) + "]"
+    if value is None:
+        raise ConfigError("contract.output_schema", "TOML has no null; remove the null value")
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -60,7 +60,18 @@ def sandboxed_environment(
 def template_environment() -> SandboxedEnvironment:
     """The sandboxed environment the contract template (and its tests) render in."""
     return sandboxed_environment(contract_template_dir(),
-                                 {"js": _js_filter, "vendored": _vendored_filter})
+                                 {"js": _js_filter, "vendored": _vendored_filter,
+                                  "module_code": _module_filter})
+
+
+def _module_filter(code: str) -> str:
+    """The user module's code (kit.bundle), placed as it is: it is JavaScript, not a value. It
+    must not hold the wrapper's marker comments, which locate it for stack traces."""
+    from kit.bundle import END_MARKER, START_MARKER
+
+    if START_MARKER in code or END_MARKER in code:
+        raise InputError("src/agent.js holds a kit:user-module marker comment; remove it")
+    return code
 
 
 def _vendored_filter(name: str) -> str:

@@ -2,6 +2,13 @@
 
 init → build → node up → deploy → local gateway and stand-in LLM → secrets set → tool → call
 
+With `--runtime dstack` the gateway is the production one (`kit gateway serve`) under the
+STAND-IN guest agent (`kit dstack-sim`): the contract is fetched by CID from the IPFS node's
+gateway and re-hashed, the vault is sealed with a guest-agent key, `Wapo.deriveSecret` and the
+quote come from the guest agent, the attestation (a TDX *dev* quote, accepted only because the
+quickstart allows dev quotes) is verified against the compose hash, and the answer's proof is
+checked against the attested signer.
+
 Prints the CID, the tool's package hash and the answer, then stops what it started (the IPFS
 node only if it was not already running). Running it again reuses the project. Exit codes: 0
 when the tool answered, 1 when something outside failed, 2 on bad input.
@@ -10,7 +17,10 @@ when the tool answered, 1 when something outside failed, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import shutil
 import sys
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -18,6 +28,10 @@ from kit.errors import KitError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "In one sentence: why run an LLM call inside a TEE?"
+# No image is built offline: the compose names this placeholder, pinned by a digest that is
+# sha256 of its own label (the compose hash it gives is what the stand-in measures).
+STAND_IN_IMAGE = "localhost/kit-gateway:quickstart-stand-in@sha256:" + hashlib.sha256(
+    b"kit quickstart: no image built offline").hexdigest()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateway-port", type=int, default=8000, help="local Phala-style gateway")
     parser.add_argument("--llm-port", type=int, default=8100, help="stand-in LLM")
     parser.add_argument("--prompt", default=PROMPT)
+    parser.add_argument("--runtime", choices=("dev", "dstack"), default="dev",
+                        help="dev: `kit dev`'s gateway; dstack: `kit gateway serve` under the "
+                             "stand-in guest agent, with a TDX dev attestation")
     return parser.parse_args(argv)
 
 
@@ -63,24 +80,87 @@ def run(args: argparse.Namespace, say=print) -> str:
         llm = MockLLM(port=args.llm_port)
         say(f"stand-in LLM {llm.start()} (a stand-in for the provider, not a real model)")
         cleanup.callback(llm.stop)
-        gateway = LocalGateway(project, ipfs_api=info.api, port=args.gateway_port,
-                               vault_path=project / ".kit" / "vault.json")
-        say(f"gateway     {gateway.start()}")
+        if args.runtime == "dstack":
+            gateway = _dstack_gateway(project, info.gateway_url, args.gateway_port, cleanup, say)
+        else:
+            gateway = LocalGateway(project, ipfs_api=info.api, port=args.gateway_port,
+                                   vault_path=project / ".kit" / "vault.json")
+            say(f"gateway     {gateway.start()}")
         cleanup.callback(gateway.stop)
 
         set_secrets(project, {load_config(project).provider.key_secret: DEFAULT_API_KEY})
         say("secrets     provider key stored in the gateway vault for this CID")
+        attested = _attest(project, say) if args.runtime == "dstack" else None
         tool = generate_tool(project)
         say(f"tool        {tool.package_dir.relative_to(project)} package {tool.package_hash}")
         answer = call(project, args.prompt)
         say(f"call        {answer.tool} answered in {answer.seconds:.2f} s")
+        text = answer.answer
+        if attested is not None and answer.ok:
+            text = _checked_answer(answer.answer, args.prompt, result.cid, attested.signer)
         say("")
         say(f"CID:          {result.cid}")
         say(f"package hash: {tool.package_hash}")
-        say(f"answer:       {answer.answer}")
+        say(f"answer:       {text}")
         if not answer.ok:
             raise KitError(f"the tool answered with an error: {answer.answer}")
-        return answer.answer
+        if attested is not None:
+            say("proof: verified (tdx dev quote accepted with --allow-dev-quote)")
+        return text
+
+
+def _dstack_gateway(project: Path, ipfs_gateway: str, port: int, cleanup: ExitStack, say):
+    """`kit gateway serve` under the stand-in guest agent, with the project's compose."""
+    import json
+
+    from kit.dstack.compose import write_compose
+    from kit.dstack.serve import production_gateway
+    from kit.dstack.simulator import GuestAgentStandIn, StandInServer
+
+    record = write_compose(project, image=STAND_IN_IMAGE, ipfs_gateways=[ipfs_gateway])
+    say(f"compose     {record.app_compose} hash {record.compose_hash}")
+    document = json.loads((project / record.app_compose).read_text(encoding="utf-8"))
+    socket_dir = Path(tempfile.mkdtemp(prefix="kit-qs-", dir="/tmp"))  # short: a socket path
+    cleanup.callback(shutil.rmtree, socket_dir, True)
+    agent = StandInServer(GuestAgentStandIn(document), socket_path=socket_dir / "dstack.sock",
+                          port=None).start()
+    cleanup.callback(agent.stop)
+    say(f"guest agent {agent.socket_path} (kit dstack-sim: a STAND-IN, dev TDX quotes only)")
+    gateway = production_gateway(gateways=[ipfs_gateway], ipfs_api=None,
+                                 data_dir=project / ".kit" / "cvm-data",
+                                 dstack_endpoint=str(agent.socket_path), port=port)
+    say(f"gateway     {gateway.start()} (kit gateway serve: code by CID, vault sealed)")
+    return gateway
+
+
+def _attest(project: Path, say):
+    """`kit attest --allow-dev-quote`: the TDX (dev) quote checked against the compose hash."""
+    from kit.dstack.compose import load_record
+    from kit.trust.attestation import attest_deployment
+    from kit.trust.quotes import AttestationPolicy
+
+    record = load_record(project)
+    policy = AttestationPolicy(allow_dev=True, options={"compose_hash": record.compose_hash})
+    done = attest_deployment(project, policy=policy).attested
+    if done.quote.quote_type != "tdx":
+        raise KitError(f"expected a tdx quote from the gateway, got {done.quote.quote_type}")
+    say(f"attest      signer {done.signer} (tdx dev quote, compose hash measured in RTMR3)")
+    return done
+
+
+def _checked_answer(delivered: str, prompt: str, cid: str, signer: str) -> str:
+    """The delivered answer once its proof verifies against the attested signer."""
+    from kit.errors import ExternalError, InputError
+    from kit.trust.answer import parse_result, verify_answer
+
+    try:
+        result = parse_result(delivered)
+    except InputError as exc:
+        raise ExternalError(f"the tool delivered no verifiable result ({exc}); the dstack path "
+                            "needs a tool that returns {answer, model, proof} "
+                            "(tool.result = \"json\")") from None
+    verify_answer(result, prompt=prompt, signers=[signer], cid=cid)
+    return result.answer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -309,6 +310,19 @@ def test_real_sample_passes_dcap_then_fails_loudly_on_the_binding(sample) -> Non
     assert late.value.field == "dcap"
 
 
+def test_a_debug_td_is_refused(sample) -> None:
+    from kit.trust.errors import NotVerified
+    from kit.trust.provider import refuse_debug_td
+
+    attributes_at = 48 + 120  # TDX v4: td_attributes at offset 120 of the TD report, 8 bytes
+    real = sample[0][attributes_at:attributes_at + 8]
+    assert real[0] & 1 == 0  # the sample is a production TD
+    refuse_debug_td(real)
+    with pytest.raises(NotVerified) as refused:
+        refuse_debug_td(bytes([real[0] | 1]) + real[1:])
+    assert refused.value.field == "td_attributes"
+
+
 def test_collateral_fetch_is_bounded_by_the_timeout(sample) -> None:
     from kit.trust.errors import NotVerified
     from kit.trust.provider import quote_report_data
@@ -357,10 +371,25 @@ def conf_project(tmp_path: Path, confidential: Any) -> Path:
     return directory
 
 
-def attest(directory: Path, *args: str) -> Any:
-    from kit.cli import cli
+@dataclass
+class Outcome:
+    exit_code: int
+    output: str  # standard output
+    error: str
 
-    return CliRunner().invoke(cli, ["provider", "attest", "-C", str(directory), *args])
+
+def attest(directory: Path, *args: str) -> Outcome:
+    """`kit provider attest` through the console entry point (exit codes as a user sees them)."""
+    import contextlib
+    import io
+
+    from kit.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["provider", "attest", "-C", str(directory), *args])
+    return Outcome(int(exit_info.value.code or 0), out.getvalue(), err.getvalue())
 
 
 def test_attest_refuses_the_dev_quote_without_the_flag_and_writes_nothing(
@@ -403,7 +432,7 @@ def test_attest_fails_and_writes_nothing_on_a_bad_report(conf_project: Path, con
 def test_attest_needs_a_confidential_provider(project_factory) -> None:
     directory = project_factory()
     result = attest(directory, "--allow-dev-quote")
-    assert result.exit_code == 2 and "confidential" in result.output
+    assert result.exit_code == 2 and "confidential" in result.error
 
 
 def test_attest_reports_an_unreachable_provider_as_an_outside_failure(tmp_path: Path) -> None:
@@ -415,7 +444,7 @@ def test_attest_reports_an_unreachable_provider_as_an_outside_failure(tmp_path: 
     init_project(tmp_path / "p", name="conf-agent", provider="confidential",
                  base_url=f"http://127.0.0.1:{port}/v1")
     result = attest(tmp_path / "p", "--allow-dev-quote", "--timeout", "2")
-    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.exit_code == 1 and result.error.startswith("error: cannot reach")
 
 
 def test_config_checks_signing_addresses(tmp_path: Path) -> None:

@@ -227,3 +227,33 @@ def test_build_context_leaves_out_the_venv_and_tests():
     assert allowed == {"pyproject.toml", "README.md", "kit", "contract_template"}
     copied = {rest.split()[0] for keyword, rest in stages()[0] if keyword == "COPY"}
     assert copied <= allowed
+
+
+def _docker_daemon() -> bool:
+    """Whether a Docker daemon answers here (the client alone is not enough)."""
+    import shutil
+
+    if shutil.which("docker") is None:
+        return False
+    try:
+        done = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                              capture_output=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(not _docker_daemon(), reason="no Docker daemon: the image is built only "
+                                                 "where Docker runs (CI with Docker)")
+def test_image_builds_and_runs_as_non_root():
+    """Where Docker runs, build the image for real (bounded) and check its configured user."""
+    tag = "kit-gateway-test:ci"
+    built = subprocess.run(["docker", "build", "-t", tag, str(ROOT)], capture_output=True,
+                           text=True, timeout=1200)
+    assert built.returncode == 0, built.stderr[-2000:]
+    user = subprocess.run(["docker", "image", "inspect", "--format", "{{.Config.User}}", tag],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    assert user and user.split(":")[0] not in ("root", "0")
+    help_text = subprocess.run(["docker", "run", "--rm", tag, "kit", "gateway", "serve",
+                                "--help"], capture_output=True, text=True, timeout=120)
+    assert help_text.returncode == 0 and "--ipfs-gateway" in help_text.stdout

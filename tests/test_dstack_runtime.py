@@ -240,6 +240,10 @@ def test_every_tampering_is_refused(cvm, contract) -> None:
          good_hash, "event_log"),
         ("event log dropped", {"event_log": "[]"}, good_hash, "rtmr3"),
         ("no event log", {"event_log": None}, good_hash, "event_log"),
+        # eth-account (imported by the verifier) raises the recursion limit: json.loads of this
+        # would crash the process instead of refusing it
+        ("event log nested too deep", {"event_log": "[" * 200_000 + "]" * 200_000}, good_hash,
+         "event_log"),
         ("another app's compose hash", {}, "ee" * 32, "compose_hash"),
         ("unknown quote type", {"quote_type": "tdx2"}, good_hash, "quote_type"),
         ("tdx quote sold as sgx", {"quote_type": "sgx"}, good_hash, "app_address"),
@@ -284,3 +288,152 @@ def test_guest_agent_failure_reaches_the_contract_as_an_error(contract, socket_d
             cvm.gateway.stop()
     assert answer.status_code == 500
     assert "guest agent" in answer.text and "Traceback" not in answer.text
+
+
+# -- the generated tool's copy of the TDX check gives the kit's verdicts -----------------------
+# Vectors as in tests/test_tdx.py: /work/shared/vectors/dcap-qvl/tdx_quote (+ collateral), a real
+# Intel TDX quote from Phala-Network/dcap-qvl `sample/` (commit 9bffe30b, see SOURCE.md there);
+# tests/data/dstack_simulator/{quote.hex, eventlog.json} from Phala-Network/dstack
+# `sdk/simulator/` (commit 45fe4b4a).
+
+VECTORS = Path("/work/shared/vectors/dcap-qvl")
+DSTACK = Path(__file__).parent / "data" / "dstack_simulator"
+DSTACK_COMPOSE_HASH = "ea549f02e1a25fabd1cb788380e033ec5461b2ffe4328d753642cf035452e48b"
+
+
+def tool_namespace() -> dict[str, Any]:
+    """The verifier regions exactly as `kit tool` embeds them, run in a fresh namespace."""
+    from kit.trust.core import attestation_verifier_source, verifier_source
+    from kit.trust.tdx import tool_verifier_source
+
+    namespace: dict[str, Any] = {}
+    exec("import hashlib, json, re\nfrom typing import Any, Dict, Iterable, Optional\n"
+         + verifier_source() + attestation_verifier_source() + tool_verifier_source(), namespace)
+    return namespace
+
+
+def _iso(value: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+
+
+def _verdicts(quote: bytes, event_log: str, report_data: bytes, compose_hash: str,
+              collateral: Any, now: int, statuses: tuple[str, ...] | None = None):
+    import dcap_qvl
+
+    from kit.trust import tdx
+    from kit.trust.errors import NotVerified
+
+    tool = tool_namespace()
+    extra = {} if statuses is None else {"accepted_statuses": statuses}
+    try:
+        tdx.verify_tdx_attestation(quote, event_log, report_data, compose_hash, collateral,
+                                   now, **extra)
+        kit_verdict = "verified"
+    except NotVerified as exc:
+        kit_verdict = exc.field
+    parsed = dcap_qvl.QuoteCollateralV3.from_json(json.dumps(collateral))
+    try:
+        tool["check_tdx_quote"](quote, event_log, report_data, compose_hash, parsed, now,
+                                **extra)
+        tool_verdict = "verified"
+    except tool["ProofError"] as exc:
+        tool_verdict = exc.field
+    return kit_verdict, tool_verdict
+
+
+def test_tool_copy_gives_the_kits_verdicts_on_the_real_tdx_sample() -> None:
+    quote = (VECTORS / "tdx_quote").read_bytes()
+    collateral = json.loads((VECTORS / "tdx_quote_collateral.json").read_text())
+    tcb, qe = json.loads(collateral["tcb_info"]), json.loads(collateral["qe_identity"])
+    now = max(_iso(tcb["issueDate"]), _iso(qe["issueDate"])) + 60
+    report_data = quote[HEADER_BYTES + REPORT_DATA_AT:HEADER_BYTES + REPORT_DATA_AT + 64]
+    tampered = bytearray(quote)
+    tampered[HEADER_BYTES + REPORT_DATA_AT] ^= 1
+    cases = {  # the sample's RTMR3 is zero (no events): it passes dcap and rtmr3, no compose hash
+        "genuine, no compose-hash event": ((quote, "[]", report_data, DSTACK_COMPOSE_HASH,
+                                            collateral, now), "compose_hash"),
+        "tampered report_data": ((bytes(tampered), "[]", report_data, DSTACK_COMPOSE_HASH,
+                                  collateral, now), "dcap"),
+        "after the collateral's window": ((quote, "[]", report_data, DSTACK_COMPOSE_HASH,
+                                           collateral, _iso(tcb["nextUpdate"]) + 86400), "dcap"),
+        "an event the quote does not measure": ((quote, (DSTACK / "eventlog.json").read_text(),
+                                                 report_data, DSTACK_COMPOSE_HASH, collateral,
+                                                 now), "rtmr3"),
+    }
+    for what, (args, step) in cases.items():
+        assert _verdicts(*args) == (step, step), what
+    assert _verdicts(quote, "[]", report_data, DSTACK_COMPOSE_HASH, collateral, now,
+                     ("OutOfDate",)) == ("dcap", "dcap")
+
+
+def test_tool_copy_checks_the_dstack_event_log_as_the_kit_does() -> None:
+    from kit.trust import tdx
+    from kit.trust.errors import NotVerified
+
+    tool = tool_namespace()
+    quote = bytes.fromhex((DSTACK / "quote.hex").read_text().strip())
+    log = (DSTACK / "eventlog.json").read_text().strip()
+    rtmr3 = quote[HEADER_BYTES + 472:HEADER_BYTES + 520]
+    assert tool["check_tdx_event_log"](rtmr3, log, DSTACK_COMPOSE_HASH) == DSTACK_COMPOSE_HASH
+    events = json.loads(log)
+    payload_changed = json.loads(log)
+    next(e for e in payload_changed if e.get("event") == "compose-hash")["event_payload"] = \
+        "00" * 32
+    for what, text, compose_hash in (
+            ("another app", log, "ee" * 32),
+            ("payload changed", json.dumps(payload_changed), DSTACK_COMPOSE_HASH),
+            ("event dropped", json.dumps(events[:-1]), DSTACK_COMPOSE_HASH),
+            ("too deep", "[" * 5000 + "]" * 5000, DSTACK_COMPOSE_HASH)):
+        with pytest.raises(NotVerified) as kit_err:
+            tdx.check_event_log(rtmr3, tdx.parse_event_log(text), compose_hash)
+        with pytest.raises(tool["ProofError"]) as tool_err:
+            tool["check_tdx_event_log"](rtmr3, text, compose_hash)
+        assert kit_err.value.field == tool_err.value.field, what
+    stand_in = GuestAgentStandIn(compose_hash=DSTACK_COMPOSE_HASH)
+    dev = stand_in.get_quote(oracle_report_data("bafkreione", "m").hex())
+    with pytest.raises(tool["ProofError"]) as err:  # the tool never accepts dev quotes
+        tool["check_tdx_quote"](bytes.fromhex(dev["quote"]), dev["event_log"],
+                                oracle_report_data("bafkreione", "m"), DSTACK_COMPOSE_HASH,
+                                None, 0)
+    assert err.value.field == "quote"
+    assert tool["tdx_expected_report_data"]("bafkreione", "m") == \
+        tdx.tdx_report_data("bafkreione", "m") == oracle_report_data("bafkreione", "m")
+
+
+# -- `kit attest` on a TDX gateway: the compose hash from deployments/dstack.json ----------------
+
+
+def test_kit_attest_checks_the_recorded_compose_hash(deployed_factory, mock_llm, socket_dir,
+                                                     tmp_path, capsys) -> None:
+    from fixtures.ipfs_node import run_cli
+    from kit.dstack.compose import write_compose
+    from kit.records import load_latest
+
+    project = deployed_factory(provider="openai-compatible", base_url=mock_llm.base_url)
+    cid = load_latest(project).cid
+    record = write_compose(project, image=IMAGE)
+    document = json.loads((project / record.app_compose).read_text())
+    assert oracle_compose_hash(document) == record.compose_hash
+    with serve_bytes({cid: (project / "dist" / "agent.js").read_bytes()}) as ipfs_url:
+        cvm = Cvm(socket_dir, tmp_path / "app", ipfs_url, name=document["name"])
+        try:
+            assert cvm.compose == document
+            production = run_cli(capsys, "attest", "-C", str(project), "--gateway", cvm.url,
+                                 "--json")
+            other_app = run_cli(capsys, "attest", "-C", str(project), "--gateway", cvm.url,
+                                "--allow-dev-quote", "--compose-hash", "ee" * 32)
+            bad_input = run_cli(capsys, "attest", "-C", str(project), "--gateway", cvm.url,
+                                "--allow-dev-quote", "--compose-hash", "xyz")
+            code, out, _ = run_cli(capsys, "attest", "-C", str(project), "--gateway", cvm.url,
+                                   "--allow-dev-quote", "--json")
+        finally:
+            cvm.stop()
+    assert production[0] == 1 and "quote" in production[2]
+    assert other_app[0] == 1 and "compose_hash" in other_app[2]
+    assert bad_input[0] == 2 and "--compose-hash" in bad_input[2]
+    view = json.loads(out)
+    assert code == 0 and view["quote_type"] == "tdx" and view["production"] is False
+    assert view["details"]["compose_hash"] == record.compose_hash
+    assert view["signer"] in load_latest(project).signers

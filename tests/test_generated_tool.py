@@ -181,7 +181,8 @@ def against(package_dir: Path, script: list[Any], api_keys: Any = None,
     gateway = ScriptedGateway(script)
     with standin_http(gateway.handle) as url:
         _, namespace = load_like_mech(package_dir)
-        constants = {**FAST, "GATEWAY_URL": url, "AGENT_URL": f"{url}/ipfs/{namespace['CID']}",
+        constants = {**FAST, "GATEWAY_URL": url, "GATEWAY_URLS": [url],
+                     "AGENT_URL": f"{url}/ipfs/{namespace['CID']}",
                      **kwargs.pop("constants", {})}
         result = mech_call(package_dir, api_keys or keys(), constants=constants, **kwargs)
     return result, gateway
@@ -244,7 +245,8 @@ def test_connection_refused_is_retried_then_reported(package: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     api_keys = keys()
     _, namespace = load_like_mech(package)
-    constants = {**FAST, "GATEWAY_URL": url, "AGENT_URL": f"{url}/ipfs/{namespace['CID']}"}
+    constants = {**FAST, "GATEWAY_URL": url, "GATEWAY_URLS": [url],
+                 "AGENT_URL": f"{url}/ipfs/{namespace['CID']}"}
     result = mech_call(package, api_keys, constants=constants)
     answer = assert_failure(result, api_keys, "connection refused", url, "after 4 attempts")
     assert "vault-key-1" not in answer
@@ -329,7 +331,8 @@ def test_a_connection_lost_after_sending_is_not_repeated(package: Path) -> None:
     api_keys = keys()
     with standin_http(hang_up) as url:
         _, namespace = load_like_mech(package)
-        constants = {**FAST, "GATEWAY_URL": url, "AGENT_URL": f"{url}/ipfs/{namespace['CID']}"}
+        constants = {**FAST, "GATEWAY_URL": url, "GATEWAY_URLS": [url],
+                     "AGENT_URL": f"{url}/ipfs/{namespace['CID']}"}
         result = mech_call(package, api_keys, constants=constants)
     assert_failure(result, api_keys, "the connection broke after the request was sent")
     assert received == [1]
@@ -559,3 +562,89 @@ def test_licence_header_for_valory_packages(tool_project: dict[str, Any]) -> Non
                            options=ToolOptions(copyright_holder="Valory AG"))
     for source in sorted(result.package_dir.glob("*.py")):
         assert copyright_header("Valory AG").match(source.read_text()), source
+
+
+# --- replicas (agent.toml tool.gateways) ----------------------------------------------------
+
+
+class _Start:
+    """Stands in for the tool's `random` module: every call starts at replica `index`."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def randrange(self, n: int) -> int:
+        return self.index % n
+
+
+def _dead_url() -> str:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    return f"http://127.0.0.1:{port}"
+
+
+def test_calls_spread_over_replicas_and_skip_one_that_is_down(package: Path) -> None:
+    import random
+
+    _, namespace = load_like_mech(package)
+    assert namespace["GATEWAY_URLS"] == [namespace["GATEWAY_URL"]]  # no tool.gateways set
+    first, second = ScriptedGateway([ok_answer()]), ScriptedGateway([ok_answer()])
+    with standin_http(first.handle) as one, standin_http(second.handle) as two:
+        urls = [_dead_url(), one, two]
+        results = [mech_call(package, keys(), constants={
+            **FAST, "GATEWAY_URLS": urls, "random": random.Random(seed)})[0]
+            for seed in range(12)]
+    assert results == ["stand-in gateway answer"] * 12
+    assert len(first.requests) + len(second.requests) == 12
+    assert first.requests and second.requests  # spread, not pinned to one replica
+
+
+def test_503_moves_to_the_next_replica_at_once(package: Path) -> None:
+    busy = ScriptedGateway([json_reply(503, {"error": {"code": "busy", "message": "full"}})])
+    free = ScriptedGateway([ok_answer()])
+    with standin_http(busy.handle) as one, standin_http(free.handle) as two:
+        started = time.monotonic()
+        result = mech_call(package, keys(), constants={
+            **FAST, "BACKOFF_BASE": 5.0, "GATEWAY_URLS": [one, two], "random": _Start(0)})
+        elapsed = time.monotonic() - started
+    assert result[0] == "stand-in gateway answer"
+    assert (len(busy.requests), len(free.requests)) == (1, 1) and elapsed < 4.0  # no back-off
+
+
+@pytest.mark.parametrize("reply_", [
+    json_reply(502, {"error": {"code": "provider_error", "message": "upstream"}}),
+    json_reply(504, {"error": {"code": "provider_timeout", "message": "slow"}}),
+    (200, b"not json", {"Content-Type": "text/plain"}, 0.0),
+])
+def test_failures_that_may_have_spent_tokens_never_go_to_another_replica(
+        package: Path, reply_: Any) -> None:
+    first, second = ScriptedGateway([reply_]), ScriptedGateway([ok_answer()])
+    with standin_http(first.handle) as one, standin_http(second.handle) as two:
+        result = mech_call(package, keys(), constants={
+            **FAST, "GATEWAY_URLS": [one, two], "random": _Start(0)})
+    assert result[0].startswith("Error: ")
+    assert (len(first.requests), len(second.requests)) == (1, 0)
+
+
+def test_a_read_timeout_is_not_repeated_on_another_replica(package: Path) -> None:
+    slow, other = ScriptedGateway([(*ok_answer()[:3], 3.0)]), ScriptedGateway([ok_answer()])
+    with standin_http(slow.handle) as one, standin_http(other.handle) as two:
+        result = mech_call(package, keys(), constants={
+            **FAST, "READ_TIMEOUT": 0.5, "GATEWAY_URLS": [one, two], "random": _Start(0)})
+    assert result[0].startswith("Error: timeout")
+    assert (len(slow.requests), len(other.requests)) == (1, 0)
+
+
+def test_tool_gateways_are_checked_in_agent_toml(tmp_path: Path) -> None:
+    from kit.config import ConfigError, parse_config
+
+    base = {"agent": {"name": "replica-agent"}, "provider": {"kind": "openai"}}
+    config = parse_config({**base, "tool": {"gateways": ["https://a.example/",
+                                                         "https://b.example"]}}, tmp_path)
+    assert config.tool.gateways == ("https://a.example", "https://b.example")
+    for bad in (["https://a.example", "https://a.example/"], ["ftp://x"], ["https://u:p@h"],
+                "https://a.example"):
+        with pytest.raises(ConfigError, match="tool.gateways"):
+            parse_config({**base, "tool": {"gateways": bad}}, tmp_path)

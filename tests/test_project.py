@@ -20,7 +20,8 @@ from kit.project import init_project
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = Path(sys.executable).parent / "kit"
-SCAFFOLD_FILES = {".gitignore", "README.md", "agent.toml", "tests/test_agent.py"}
+SCAFFOLD_FILES = {".gitignore", "README.md", "agent.toml", "tests/test_agent.py",
+                  "src/agent.js"}  # src/agent.js: the user module (issue 13)
 
 
 def kit(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -151,7 +151,8 @@ def served() -> Iterator[Callable[..., tuple[Any, Gateway]]]:
         gateway = Gateway(answer)
         with standin_http(gateway.handle) as url:
             run, namespace = load_like_mech(package)
-            namespace.update(FAST, GATEWAY_URL=url, AGENT_URL=f"{url}/ipfs/{namespace['CID']}")
+            namespace.update(FAST, GATEWAY_URL=url, GATEWAY_URLS=[url],
+                             AGENT_URL=f"{url}/ipfs/{namespace['CID']}")
             keys = KeyChain({"tee_vault_key": ["vault-key"],
                              "tee_caller_token": ["caller-token-xyz"]})
             outcome = run(tool=namespace["PREFIX"] + MODEL, prompt=PROMPT, model=MODEL,

@@ -36,11 +36,13 @@ def _get(url: str) -> tuple[int, Any]:
 def test_snapshot_sees_config_and_src_but_not_editor_temp_files(project_factory) -> None:
     project = project_factory()
     before = snapshot(project)
-    assert set(before) == {"agent.toml"}
+    assert set(before) == {"agent.toml", "src/agent.js"}
     _replace(project / "src" / "agent.js", "// one\n")
+    (project / "src" / "lib").mkdir()
+    (project / "src" / "lib" / "data.json").write_text("{}")
     (project / "src" / ".agent.js.swp").write_text("x")
     after = snapshot(project)
-    assert changed_paths(before, after) == ("src/agent.js",)
+    assert changed_paths(before, after) == ("src/agent.js", "src/lib/data.json")
 
 
 def test_an_edit_is_served_under_its_new_cid_and_a_broken_edit_keeps_the_last_good_build(
@@ -88,3 +90,30 @@ def test_the_polling_thread_rebuilds_within_the_deadline(project_factory) -> Non
         watcher.stop()
     assert len(events) == 1 and events[0].ok
     assert events[0].cid == bytes_cid((project / "dist" / "agent.js").read_bytes())
+
+
+def test_a_broken_module_edit_names_its_line_and_the_fix_is_served(
+    project_factory, local_gateway_factory
+) -> None:
+    project = project_factory(accept_key_in_body=True)
+    gateway = local_gateway_factory(project)
+    watcher = ProjectWatcher(project, lambda event: None)
+    source = project / "src" / "agent.js"
+    good_cid = bytes_cid((project / "dist" / "agent.js").read_bytes())
+
+    _replace(source, "export async function handle(input, ctx) {\n  return 'v1' +;\n}\n")
+    broken = watcher.poll_once()
+    assert broken is not None and not broken.ok
+    assert broken.error.startswith("src/agent.js:2: SyntaxError")
+    status, _ = _get(f"{gateway.url}/ipfs/{good_cid}/info")
+    assert status == 200  # the last good build keeps serving
+
+    _replace(source, "export async function handle(input, ctx) {\n"
+                     "  return 'v2 ' + input.prompt;\n}\n")
+    fixed = watcher.poll_once()
+    assert fixed is not None and fixed.ok and fixed.cid != good_cid
+    request = urllib.request.Request(
+        f"{gateway.url}/ipfs/{fixed.cid}", method="POST",
+        data=json.dumps({"prompt": "hi", "api_key": "test-provider-key"}).encode())
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.loads(response.read())["message"] == "v2 hi"

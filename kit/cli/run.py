@@ -72,13 +72,15 @@ def run(
     except UnicodeDecodeError:
         raise InputError(f"{contract} is not UTF-8 text; rebuild it with `kit build`") from None
     answer = invoke(code, request)
+    from kit.bundle import map_trace
     hidden = [v for v in secrets.values() if v]
     result = {
         "status": answer.status,
         "headers": {k: _redact(v, hidden) for k, v in answer.headers.items()},
         "body": _redact(answer.body, hidden),
-        "logs": [_redact(line, hidden) for line in answer.logs],
-        "error": _redact(answer.error, hidden) if answer.error else None,
+        # stack traces name src/agent.js lines (kit.bundle), not the bundled file's
+        "logs": [_redact(map_trace(line, code), hidden) for line in answer.logs],
+        "error": _redact(map_trace(answer.error, code), hidden) if answer.error else None,
         "duration_ms": answer.duration_ms,
     }
     emit(result, as_json, _human)

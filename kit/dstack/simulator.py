@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from kit import jsonsafe
 from kit.errors import InputError
 from kit.trust import tdx
 
@@ -221,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
             if length < 0 or length > MAX_BODY:
                 raise StandInError(413, "request body too large")
             raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw.strip() else {}
+            body = jsonsafe.loads(raw) if raw.strip() else {}
             if not isinstance(body, dict):
                 raise StandInError(400, "the body must be a JSON object")
             self._send(200, agent.call(method, body))

@@ -23,8 +23,9 @@ vllm-proxy/verifiers/attestation_verifier.py `check_report_data` (the verifier i
 
 Anything else fails loudly, naming the field: other signing algorithms, and the newer layout of
 the same family that hashes a TLS certificate fingerprint with the address (sha256(address ||
-fingerprint)), which this kit does not verify. What a verified report proves: a genuine TDX VM
-(DCAP, dcap-qvl, Intel's root CA) quoted this signing address for this fresh nonce. It does not
+fingerprint)), which this kit does not verify; and a TD in debug mode. What a verified report
+proves: a genuine TDX VM (DCAP, dcap-qvl, Intel's root CA), not in debug mode, quoted this
+signing address for this fresh nonce. It does not
 check which software image that VM runs (its compose hash / mr_config) nor the GPU evidence
 (NVIDIA's NRAS verifies that online): both are reported, not trusted.
 """
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from kit import jsonsafe
 from kit.errors import GatewayError, InputError
 from kit.trust.errors import NotVerified, refusals
 
@@ -125,9 +127,10 @@ def fetch_report(base_url: str, model: str, nonce: str, *, timeout: float = 30.0
     if response.status_code != 200:
         raise GatewayError(f"{url} answered HTTP {response.status_code}")
     try:
-        return json.loads(body)
-    except ValueError:
-        raise GatewayError(f"{url} answered with a body that is not JSON") from None
+        return jsonsafe.loads(bytes(body))
+    except ValueError:  # TooDeep and UnicodeDecodeError too
+        raise GatewayError(f"{url} answered with a body that is not JSON (or nested too "
+                           "deeply)") from None
 
 
 def report_entries(document: Any) -> list[dict[str, Any]]:
@@ -206,7 +209,18 @@ def quote_report_data(quote: bytes, *, allow_dev: bool = False, collateral: Any 
         collateral = _fetch_collateral(quote, pccs_url, timeout)
     status, advisories, values = tdx.verify_dcap(quote, collateral, now, pccs_url,
                                                  timeout=timeout)
+    refuse_debug_td(values.get("td_attributes", b""))
     return "tdx", status, advisories, values["report_data"]
+
+
+def refuse_debug_td(td_attributes: bytes) -> None:
+    """TDATTRIBUTES bit 0 is DEBUG (Intel TDX module ABI): the host can read a debug TD's
+    memory, keys included, so its quote attests nothing about the signing key."""
+    if len(td_attributes) != 8:
+        raise NotVerified("td_attributes", "missing from the verified report")
+    if td_attributes[0] & 1:
+        raise NotVerified("td_attributes", "the TD runs in debug mode: the host can read its "
+                                           "memory and so the signing key")
 
 
 def _fetch_collateral(quote: bytes, pccs_url: str | None, timeout: float) -> str:
@@ -237,9 +251,9 @@ def gpu_payload(value: Any, nonce: str) -> GpuPayload:
     if value is None or value == "":
         return GpuPayload(present=False)
     try:
-        payload = json.loads(value) if isinstance(value, str) else value
+        payload = jsonsafe.loads(value) if isinstance(value, str) else value
     except ValueError:
-        raise NotVerified("nvidia_payload", "is not JSON") from None
+        raise NotVerified("nvidia_payload", "is not JSON (or nested too deeply)") from None
     if not isinstance(payload, dict):
         raise NotVerified("nvidia_payload", "is not a JSON object")
     evidence = payload.get("evidence_list")

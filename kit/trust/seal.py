@@ -127,12 +127,17 @@ def sealed_request_bytes(prompt: Any) -> Optional[bytes]:
     when the prompt is not one (a JSON object with "sealed"); ProofError when malformed."""
     if not isinstance(prompt, str) or not prompt.lstrip().startswith("{"):
         return None
+    if '"sealed"' not in prompt:
+        return None
+    # a flat object only: json.loads then never recurses (untrusted text, see kit/jsonsafe.py)
+    if prompt.count("{") != 1 or prompt.count("}") != 1 or "[" in prompt:
+        raise ProofError("sealed_request", 'must be the flat object {"sealed", "v"}')
     try:
         envelope = json.loads(prompt)
     except ValueError:
-        return None
-    if not isinstance(envelope, dict) or "sealed" not in envelope:
-        return None
+        raise ProofError("sealed_request", "is not valid JSON") from None
+    if not isinstance(envelope, dict):
+        raise ProofError("sealed_request", 'must be the flat object {"sealed", "v"}')
     if set(envelope) != {"sealed", "v"}:
         raise ProofError("sealed_request", 'must hold exactly "sealed" and "v"')
     version = envelope["v"]
@@ -375,10 +380,12 @@ class OpenedAnswer:
 
 def parse_sealed_result(data: bytes | str | dict[str, Any]) -> SealedResult:
     """Read a delivered sealed result; InputError (exit 2) when it is not one."""
+    from kit import jsonsafe
+
     value: Any = data
     if not isinstance(data, dict):
         try:
-            value = json.loads(data)
+            value = jsonsafe.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise InputError("the result is not JSON") from None
     delivered = None
@@ -389,7 +396,7 @@ def parse_sealed_result(data: bytes | str | dict[str, Any]) -> SealedResult:
         except NotVerified:
             delivered = None
         try:
-            value = json.loads(value["result"])
+            value = jsonsafe.loads(value["result"])
         except ValueError:
             raise InputError("the delivery's 'result' is not a sealed result (JSON)") from None
     if not isinstance(value, dict) or "sealed_answer" not in value:
@@ -421,8 +428,10 @@ def _request_ciphertext(request: SealedRequest | str | bytes | None,
 
 
 def _inner_answer(plain: bytes) -> dict[str, Any]:
+    from kit import jsonsafe
+
     try:
-        inner = json.loads(plain.decode("utf-8"))
+        inner = jsonsafe.loads(plain.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise NotVerified("sealed_answer", "does not hold a JSON answer") from None
     if not isinstance(inner, dict) or not set(inner) <= INNER_ANSWER_FIELDS:

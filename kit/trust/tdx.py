@@ -35,8 +35,9 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Dict, Iterable, Mapping, Sequence
 
+from kit.trust.core import ProofError
 from kit.trust.errors import NotVerified
 
 REPORT_DATA_LABEL = b"agent-contract-kit tdx report_data v1"
@@ -135,9 +136,11 @@ def parse_event_log(event_log: str | bytes | Sequence[Mapping[str, Any]]) -> lis
     """The guest agent's event log (a JSON string or the decoded list) -> events, strictly."""
     raw: Any = event_log
     if isinstance(raw, (str, bytes)):
+        from kit import jsonsafe  # untrusted: depth-limited (see kit.jsonsafe)
+
         try:
-            raw = json.loads(raw)
-        except ValueError as exc:
+            raw = jsonsafe.loads(raw)
+        except ValueError as exc:  # also UnicodeDecodeError and jsonsafe.TooDeep
             raise NotVerified("event_log", f"not JSON ({exc})") from None
     if not isinstance(raw, list):
         raise NotVerified("event_log", "must be a JSON array of events")
@@ -375,3 +378,147 @@ def verify_quote(attestation: Any, policy: Any) -> Any:
         timeout=policy.collateral_timeout)
     return QuoteVerdict(quote_type="tdx", status=report.status, production=report.production,
                         details=report.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# the generated tool's copy (self-contained; see tool_verifier_source)
+
+TOOL_BEGIN_MARKER = "# --- BEGIN tdx verifier (kit/trust/tdx.py) ---"
+TOOL_END_MARKER = "# --- END tdx verifier ---"
+
+
+def tool_verifier_source() -> str:
+    """The region below, markers included, for the generated tool (after kit.trust.core's
+    regions, whose ProofError it raises). tests/test_dstack_runtime.py checks that it gives
+    the same verdicts as `verify_tdx_attestation` on the same vectors."""
+    from pathlib import Path
+
+    text = Path(__file__).read_text(encoding="utf-8")
+    start = text.index("\n" + TOOL_BEGIN_MARKER + "\n") + 1
+    stop = text.index("\n" + TOOL_END_MARKER + "\n", start) + 1 + len(TOOL_END_MARKER)
+    return text[start:stop] + "\n"
+
+
+# --- BEGIN tdx verifier (kit/trust/tdx.py) ---
+# The TDX check of the agent-contract kit for quote_type "tdx" (the kit's gateway in a dstack
+# confidential VM), copied from kit/trust/tdx.py by `kit tool`. Production only: the stand-in's
+# dev quotes are refused. Steps, each refusing with ProofError naming it: dcap (dcap-qvl, Intel
+# root CA pinned), event_log (each runtime event's digest), rtmr3 (replay), compose_hash (one
+# compose-hash event equal to the pinned hash), report_data (binds the CID and the message).
+TDX_REPORT_DATA_LABEL = b"agent-contract-kit tdx report_data v1"
+TDX_RUNTIME_EVENT = 0x08000001
+TDX_MAX_JSON_DEPTH = 16
+
+
+def tdx_expected_report_data(cid, message):
+    # type: (str, str) -> bytes
+    """sha256(label + "\\ncid: " + cid + "\\nmessage:\\n" + message) || 32 zero bytes."""
+    import hashlib
+
+    text = TDX_REPORT_DATA_LABEL + b"\ncid: " + cid.encode("ascii") + b"\nmessage:\n"
+    return hashlib.sha256(text + message.encode("utf-8")).digest() + bytes(32)
+
+
+def _tdx_events(event_log):
+    # type: (Any) -> list
+    """The RTMR3 events as (event_type, digest, name, payload); parsed with a depth limit."""
+    if not isinstance(event_log, str):
+        raise ProofError("event_log", "missing or not a JSON string")
+    depth, deepest = 0, 0
+    for char in event_log:  # json.loads recurses per level: refuse deep input first
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > TDX_MAX_JSON_DEPTH:
+                raise ProofError("event_log", "JSON nested too deeply")
+        elif char in "]}":
+            depth -= 1
+    try:
+        items = json.loads(event_log)
+    except ValueError:
+        raise ProofError("event_log", "not JSON") from None
+    if not isinstance(items, list):
+        raise ProofError("event_log", "must be a JSON array of events")
+    events = []
+    for index, item in enumerate(items):
+        where = "event #" + str(index)
+        if not isinstance(item, dict) or item.get("imr") not in (0, 1, 2, 3):
+            raise ProofError("event_log", where + " is malformed")
+        kind, name = item.get("event_type"), item.get("event", "")
+        if type(kind) is not int or not isinstance(name, str):
+            raise ProofError("event_log", where + " is malformed")
+        try:
+            digest = bytes.fromhex(item.get("digest", ""))
+            payload = bytes.fromhex(item.get("event_payload", ""))
+        except (TypeError, ValueError):
+            raise ProofError("event_log", where + ": digest or payload is not hex") from None
+        if len(digest) > 48:
+            raise ProofError("event_log", where + ": digest longer than 48 bytes")
+        if item["imr"] == 3:
+            events.append((kind, digest, name, payload))
+    return events
+
+
+def check_tdx_event_log(rtmr3, event_log, compose_hash):
+    # type: (bytes, Any, str) -> str
+    """Steps event_log, rtmr3 and compose_hash; returns the measured compose hash."""
+    import hashlib
+
+    mr = bytes(48)
+    found = []
+    for kind, digest, name, payload in _tdx_events(event_log):
+        if kind == TDX_RUNTIME_EVENT:
+            rebuilt = hashlib.sha384(kind.to_bytes(4, "little") + b":" + name.encode("utf-8")
+                                     + b":" + payload).digest()
+            if rebuilt != digest:
+                raise ProofError("event_log", "event " + repr(name[:40]) + ": its digest does "
+                                 "not match its name and payload")
+            if name == "compose-hash":
+                found.append(payload.hex())
+        mr = hashlib.sha384(mr + digest.ljust(48, b"\0")).digest()
+    if mr != rtmr3:
+        raise ProofError("rtmr3", "replaying the event log does not give the quote's RTMR3")
+    if len(found) != 1:
+        raise ProofError("compose_hash", "expected one compose-hash event, found "
+                         + str(len(found)))
+    if found[0] != compose_hash.lower():
+        raise ProofError("compose_hash", "the quote measures compose hash " + found[0]
+                         + ", not the pinned " + compose_hash)
+    return found[0]
+
+
+def check_tdx_quote(quote, event_log, expected_report_data, compose_hash, collateral, now,
+                    accepted_statuses=DEFAULT_ACCEPTED_STATUSES):
+    # type: (bytes, Any, bytes, str, Any, int, Iterable[str]) -> Dict[str, Any]
+    """DCAP-verify a TDX quote, then its event log, compose hash and report_data."""
+    import dcap_qvl  # type: ignore
+
+    if quote.startswith(b"KIT-DEV-"):
+        raise ProofError("quote", "a dev quote (a stand-in, no TEE): refused")
+    try:
+        parsed = dcap_qvl.parse_quote(quote)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise ProofError("dcap", "not a DCAP quote (" + str(error)[:200] + ")") from None
+    if not parsed.is_tdx():
+        raise ProofError("dcap", "the quote is " + parsed.quote_type() + ", not TDX")
+    try:
+        verified = dcap_qvl.verify(quote, collateral, now)
+    except (ValueError, TypeError, RuntimeError) as error:
+        problem = "DCAP verification failed (" + " ".join(str(error).split())[:200] + ")"
+        raise ProofError("dcap", problem) from None
+    accepted = list(accepted_statuses)
+    if verified.status not in accepted:
+        raise ProofError("dcap", "TCB status " + verified.status + " is not accepted ("
+                         + ", ".join(accepted) + ")")
+    report = json.loads(verified.to_json())["report"]
+    td = report.get("TD10") or report.get("TD15")
+    if not isinstance(td, dict):
+        raise ProofError("dcap", "the verified report is not a TD report")
+    measured = check_tdx_event_log(bytes.fromhex(td["rt_mr3"]), event_log, compose_hash)
+    if bytes.fromhex(td["report_data"]) != expected_report_data:
+        raise ProofError("report_data", "the quote does not bind this CID and message")
+    return {"status": verified.status, "compose_hash": measured, "mr_td": td["mr_td"],
+            "advisory_ids": list(verified.advisory_ids)}
+
+
+# --- END tdx verifier ---

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kit.trust.core import attestation_verifier_source, verifier_source
+from kit.trust.tdx import tool_verifier_source as tdx_tool_verifier_source
 
 if TYPE_CHECKING:
     from kit.config import ProjectConfig
@@ -41,7 +42,19 @@ def tool_context(config: ProjectConfig, deployment: Deployment) -> dict[str, Any
         "mr_enclaves": list(config.verify.mr_enclaves),
         "verifier_source": verifier_source().rstrip("\n"),
         "attestation_verifier_source": attestation_verifier_source().rstrip("\n"),
+        # quote_type "tdx" (the gateway in a dstack CVM): the compose hash pinned for "attested"
+        # ("" when the project has no `kit dstack compose` record: tdx quotes are then refused)
+        # and the self-contained TDX check (kit.trust.tdx's region)
+        "compose_hash": _recorded_compose_hash(config),
+        "tdx_verifier_source": tdx_tool_verifier_source().rstrip("\n"),
     }
+
+
+def _recorded_compose_hash(config: ProjectConfig) -> str:
+    from kit.dstack.compose import load_record
+
+    record = load_record(config.root)
+    return record.compose_hash if record is not None else ""
 
 
 def tool_warnings(config: ProjectConfig, deployment: Deployment) -> tuple[str, ...]:
