@@ -76,6 +76,9 @@ class CallResult:
     seconds: float
     package_dir: Path
     usage: dict[str, Any] | None = None  # what the tool reported to the token counter
+    proof: dict[str, Any] | None = None  # the answer's proof (tool.result = "json")
+    verified: bool = False  # the tool checked the proof before answering ([verify] answers)
+    result: str = ""  # the mech result exactly as the tool delivered it (JSON with the proof)
 
 
 def load_tool(package_dir: Path) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -113,10 +116,27 @@ def call(project_dir: Path, prompt: str, *, model: str | None = None) -> CallRes
     result = run(tool=tool, prompt=prompt, model=model, nonce="kit-call",
                  api_keys=KeyChain(keys), counter_callback=counter)
     seconds = time.perf_counter() - started
-    answer = result[0]
+    delivered = answer = result[0]
     ok = not answer.startswith(namespace["ERROR_PREFIX"])
     usage = counter.reports[-1] if counter.reports else None
-    return CallResult(tool, model, answer, ok, seconds, package_dir, usage)
+    answer, proof = _delivered(answer) if ok else (answer, None)
+    verified = proof is not None and namespace.get("VERIFY_ANSWERS", "off") != "off"
+    return CallResult(tool, model, answer, ok, seconds, package_dir, usage, proof, verified,
+                      delivered)
+
+
+def _delivered(result: str) -> tuple[str, dict[str, Any] | None]:
+    """The answer text and proof of a JSON result (tool.result = "json"); text as it is."""
+    import json
+
+    try:
+        value = json.loads(result)
+    except ValueError:
+        return result, None
+    if not isinstance(value, dict) or not isinstance(value.get("answer"), str):
+        return result, None
+    proof = value.get("proof")
+    return value["answer"], proof if isinstance(proof, dict) else None
 
 
 def _package_dir(project_dir: Path, author: str, name: str) -> Path:

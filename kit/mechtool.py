@@ -193,6 +193,8 @@ class ToolOptions:
 
 def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, name: str,
                   version: str, options: ToolOptions) -> dict[str, Any]:
+    from kit.trust.toolgen import tool_context, tool_dependencies
+
     description = config.agent.description or (
         f"Runs a prompt through the agent contract {config.agent.name} in a Phala TEE worker."
     )
@@ -215,13 +217,20 @@ def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, na
         "preset": config.contract.preset,  # "prediction": the trader's result format
         "copyright_holder": options.copyright_holder or author,
         "copyright_year": datetime.now(timezone.utc).year,
-        "dependencies": TOOL_DEPENDENCIES,
+        "dependencies": {**TOOL_DEPENDENCIES, **tool_dependencies(config)},
+        **tool_context(config, deployment),  # answer verification (kit/trust)
     }
 
 
 def unpriced_models(models: tuple[str, ...] | list[str]) -> list[str]:
     """The models the mech's token counter has no price for (it bills nothing for them)."""
     return [model for model in models if model not in MECH_PRICED_MODELS]
+
+
+def _trust_warnings(config: ProjectConfig, deployment: Deployment) -> tuple[str, ...]:
+    from kit.trust.toolgen import tool_warnings
+
+    return tool_warnings(config, deployment)
 
 
 def _price_warnings(config: ProjectConfig) -> tuple[str, ...]:
@@ -477,7 +486,7 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
         author=author,
         name=name,
         changed=not rendered.unchanged,
-        warnings=_price_warnings(config),
+        warnings=_price_warnings(config) + _trust_warnings(config, deployment),
         metadata_path=metadata_path,
     )
 

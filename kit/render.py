@@ -130,6 +130,11 @@ def contract_parameters(config: ProjectConfig) -> dict[str, Any]:
         section, key = parameter["name"].split(".")
         value = values[section][key]
         parameters.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+    if "output_schema" in parameters.get("contract", {}):  # canonical JSON text -> object
+        from kit.presets import output_schema_object
+
+        parameters["contract"]["output_schema"] = output_schema_object(
+            parameters["contract"]["output_schema"])
     return parameters
 
 
@@ -151,13 +156,8 @@ def render_contract(config: ProjectConfig) -> bytes:
     """The contract for `config` with its user module (src/agent.js, kit.bundle), as the bytes
     written to `dist/agent.js`."""
     from kit.bundle import check_syntax, load_module
-    from kit.presets import output_schema_object
 
     module = load_module(config.root)
     if module is not None:
         check_syntax(module)
-    parameters = contract_parameters(config)
-    if "output_schema" in parameters.get("contract", {}):  # canonical JSON text -> object
-        parameters["contract"]["output_schema"] = output_schema_object(
-            parameters["contract"]["output_schema"])
-    return render_parameters(parameters, module.code if module else None)
+    return render_parameters(contract_parameters(config), module.code if module else None)

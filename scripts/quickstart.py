@@ -60,6 +60,8 @@ def run(args: argparse.Namespace, say=print) -> str:
     from kit.mock_llm import DEFAULT_API_KEY, MockLLM
     from kit.project import build_project, init_project
     from kit.secrets import set_secrets
+    from kit.trust.attestation import attest_deployment
+    from kit.trust.quotes import AttestationPolicy
 
     project = args.dir.resolve()
     with ExitStack() as cleanup:
@@ -91,13 +93,16 @@ def run(args: argparse.Namespace, say=print) -> str:
         set_secrets(project, {load_config(project).provider.key_secret: DEFAULT_API_KEY})
         say("secrets     provider key stored in the gateway vault for this CID")
         attested = _attest(project, say) if args.runtime == "dstack" else None
+        if attested is None:  # the answer signer, attested by the local runtime's dev quote
+            signer = attest_deployment(project, policy=AttestationPolicy(allow_dev=True))
+            say(f"attest      signer {signer.attested.signer} (dev quote: the local runtime)")
         tool = generate_tool(project)
         say(f"tool        {tool.package_dir.relative_to(project)} package {tool.package_hash}")
         answer = call(project, args.prompt)
         say(f"call        {answer.tool} answered in {answer.seconds:.2f} s")
         text = answer.answer
         if attested is not None and answer.ok:
-            text = _checked_answer(answer.answer, args.prompt, result.cid, attested.signer)
+            text = _checked_answer(answer.result, args.prompt, result.cid, attested.signer)
         say("")
         say(f"CID:          {result.cid}")
         say(f"package hash: {tool.package_hash}")
@@ -106,6 +111,8 @@ def run(args: argparse.Namespace, say=print) -> str:
             raise KitError(f"the tool answered with an error: {answer.answer}")
         if attested is not None:
             say("proof: verified (tdx dev quote accepted with --allow-dev-quote)")
+        elif answer.verified and answer.proof:
+            say(f"proof: verified (signer {answer.proof['signer']})")
         return text
 
 

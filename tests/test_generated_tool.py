@@ -40,7 +40,9 @@ PROMPT = "When did humans first land on the Moon?"
 SYSTEM_PROMPT = "You answer briefly."
 TOOL = "tee-test-agent-gpt-4o-mini"
 ALLOWED = ["tee-test-agent-gpt-4o-mini", "tee-test-agent-gpt-4"]
-FAST = {"BACKOFF_BASE": 0.01, "BACKOFF_MAX": 0.05, "CONNECT_TIMEOUT": 2.0, "READ_TIMEOUT": 5.0}
+FAST = {"BACKOFF_BASE": 0.01, "BACKOFF_MAX": 0.05, "CONNECT_TIMEOUT": 2.0, "READ_TIMEOUT": 5.0,
+        # scripted stand-in answers carry no proof; verification: tests/test_trust_tool.py
+        "VERIFY_ANSWERS": "off", "RESULT_FORMAT": "text"}
 
 
 def stand_in_answer(prompt: str) -> str:
@@ -70,7 +72,8 @@ def tool_project(project_factory: Callable[..., Path], ipfs_node: RunningNode,
 def mech_call(package_dir: Path, api_keys: Any, *, tool: str = TOOL,
               constants: dict[str, Any] | None = None, **extra: Any) -> tuple[Any, ...]:
     run, namespace = load_like_mech(package_dir)
-    namespace.update(constants or {})
+    # the answer text alone (tool.result = "text"), still verified: see the first test for JSON
+    namespace.update({"RESULT_FORMAT": "text", **(constants or {})})
     extra.setdefault("model", "gpt-4o-mini")  # the mech passes the component's default_model
     return run(tool=tool, prompt=PROMPT, nonce="0x01", api_keys=api_keys, **extra)
 
@@ -87,11 +90,15 @@ def test_answers_through_the_local_gateway_and_contract(tool_project: dict[str, 
                                                         mock_llm: Any) -> None:
     api_keys = keys(tool_project["key"])
     counter = TokenCounter()
-    result = mech_call(tool_project["package"], api_keys, counter_callback=counter)
+    result = mech_call(tool_project["package"], api_keys, counter_callback=counter,
+                       constants={"RESULT_FORMAT": "json"})
 
     assert len(result) == 5
     answer, prompt_used, transaction, callback, returned_keys = result
-    assert answer == stand_in_answer(PROMPT)
+    delivered = json.loads(answer)  # tool.result = "json": the answer with its verified proof
+    assert delivered["answer"] == stand_in_answer(PROMPT)
+    record = json.loads((tool_project["project"] / "deployments" / "latest.json").read_text())
+    assert delivered["proof"]["signer"] in record["signers"]  # recorded by kit deploy
     assert prompt_used == PROMPT
     assert transaction is None
     assert callback is counter and returned_keys is api_keys

@@ -106,7 +106,9 @@ def test_generates_the_package_for_the_deployed_cid(deployed_project: Path,
     assert data["entry_point"] == f"{name}.py" and data["callable"] == "run"
     assert data["params"] == {"default_model": "gpt-4o-mini"}
     # pinned as valory-xyz/mech-predict's tools pin it (their component.yaml `version: ==...`)
-    assert data["dependencies"] == {"requests": {"version": "==2.32.5"}}
+    assert data["dependencies"] == {"requests": {"version": "==2.32.5"},
+                                    # answer verification (kit/trust, [verify] answers)
+                                    "eth-account": {"version": "==0.14.0"}}
 
     oracle = aea_oracle.hashes(package_dir)
     assert data["fingerprint"] == oracle["fingerprints"] == result.fingerprints
@@ -126,7 +128,8 @@ def test_generates_the_package_for_the_deployed_cid(deployed_project: Path,
     assert result.cid == cid and result.version == "0.1.0"
     # neither default model has a price in the mech's token counter (fixtures.mech)
     assert [model for model in ("gpt-4o-mini", "gpt-4o") if model in MECH_TOKEN_PRICES] == []
-    assert len(result.warnings) == 1
+    # the other warning: no answer signer recorded (no gateway ran at deploy; kit/trust)
+    assert len(result.warnings) == 2 and "no answer signer" in result.warnings[1]
     assert "no price for gpt-4o-mini, gpt-4o" in result.warnings[0]
     assert "billed 0" in result.warnings[0]
 
@@ -284,7 +287,8 @@ def test_push_pins_the_wrapped_package_under_the_computed_hash(
 def test_a_priced_configuration_gets_no_warning(deployed_factory: Callable[..., Path]) -> None:
     project = deployed_factory(models=("gpt-4", "claude-3-haiku-20240307"))
     assert all(model in MECH_TOKEN_PRICES for model in ("gpt-4", "claude-3-haiku-20240307"))
-    assert generate_tool(project).warnings == ()
+    warnings = generate_tool(project).warnings
+    assert [w for w in warnings if "no answer signer" not in w] == []  # no gateway: kit/trust
 
 
 # --- a tests/ folder inside the package (as mech-predict's tools ship) ----------------------

@@ -30,6 +30,7 @@ def test_quickstart_runs_twice(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         outputs.append(done.stdout)
         assert f"answer:       {expected}" in done.stdout
+        assert "proof: verified (signer 0x" in done.stdout  # the tool checked it (kit/trust)
         assert running_node(repo) is None  # the node it started is stopped again
     first, second = (dict(line.split(":", 1) for line in out.splitlines()
                           if line.startswith(("CID:", "package hash:"))) for out in outputs)

@@ -158,7 +158,7 @@ def test_schema_documents_every_contract_parameter_with_its_default(tmp_path: Pa
     assert all(set(p) >= {"name", "type", "default", "description"} for p in schema)
     contract_fields = {
         f"{section}.{key}"
-        for section in ("agent", "provider")
+        for section in ("agent", "provider", "privacy", "contract")
         for key in parse_config({"agent": {"name": "demo"}}, tmp_path).to_dict()[section]
     }
     assert {parameter["name"] for parameter in schema} == contract_fields

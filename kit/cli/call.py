@@ -22,7 +22,8 @@ def call(project_dir: Path, prompt: str, model: str | None, as_json: bool) -> No
 
     result = call_tool(project_dir, prompt, model=model)
     view = {"tool": result.tool, "model": result.model, "answer": result.answer,
-            "ok": result.ok, "seconds": round(result.seconds, 3), "usage": result.usage}
+            "ok": result.ok, "seconds": round(result.seconds, 3), "usage": result.usage,
+            "proof": result.proof, "verified": result.verified}
     emit(view, as_json, _describe)
     if not result.ok:
         sys.exit(1)
@@ -36,4 +37,8 @@ def _describe(view: dict[str, Any]) -> str:
         counts = f"{usage['input_tokens']} in, {usage['output_tokens']} out tokens"
         billing = (f"billed as {usage['model']} ({counts})" if usage["priced"] else
                    f"NOT billed: the mech has no price for {usage['model']} ({counts})")
-    return f"{view['answer']}\n\n(tool {view['tool']}, {view['seconds']:.2f} s; {billing})"
+    proof = view.get("proof")
+    checked = (f"\nproof: verified (signer {proof['signer']})" if view.get("verified") and proof
+               else "")
+    return (f"{view['answer']}{checked}\n\n"
+            f"(tool {view['tool']}, {view['seconds']:.2f} s; {billing})")
