@@ -7,8 +7,8 @@
    after a warm-up, for a project whose src/agent.js is a generated ~20 KB module, beside the
    same project without a module and beside `python -c pass` (the interpreter floor).
    Goal: the 20 KB build within 150 ms.
-2. `kit dev --watch` as a subprocess on a project whose handler answers a version string, with
-   the stand-in LLM in this process: each edit rewrites src/agent.js (temp file + rename, as
+2. `kit dev --watch` as a subprocess on a project whose handler asks the stand-in LLM (in this
+   process) and answers a version string with its reply: each edit rewrites src/agent.js (temp file + rename, as
    editors save), waits for the `rebuilt ...: <url>/ipfs/<cid>` line, then POSTs to that CID
    until the answer carries the new version; the time from the rename to that answer is the
    edit-to-first-answer time. Goal: within 300 ms. The parts: until the rebuilt line (polling
@@ -96,7 +96,8 @@ def bench_build(work: Path, runs: int) -> bool:
 
 def handler(version: int) -> str:
     return ("export async function handle(input, ctx) {\n"
-            f"  return 'version {version}: ' + input.prompt;\n}}\n")
+            "  const reply = await ctx.complete({ prompt: input.prompt });\n"
+            f"  return 'version {version}: ' + reply.text;\n}}\n")
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:

@@ -102,6 +102,12 @@ class CodeStore:
         return code
 
     def _fetch_verified(self, cid: str) -> str:
+        # The project's own build first (verified there; a few ms to hash): a fresh build under
+        # `kit dev --watch` is served at once instead of after an IPFS lookup that may wait for
+        # its timeout on a node that lacks it.
+        data = self._from_project(cid)
+        if data is not None:
+            return data.decode("utf-8", "replace")
         data = self._from_ipfs(cid)
         if data is not None and not hashes_to(data, cid):
             raise CidMismatch(f"the IPFS node returned {len(data)} bytes for {cid} that do not "

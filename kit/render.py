@@ -19,7 +19,7 @@ from kit.resources import contract_template_dir
 if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment
 
-TEMPLATE_VERSION = "1.1.0"  # 1.1: signed answers (proof) and /attestation
+TEMPLATE_VERSION = "1.2.0"  # 1.1: signed answers (proof) and /attestation; 1.2: user module, presets
 TEMPLATE_FILE = "agent.js.j2"
 SCHEMA_FILE = "schema.json"
 # Vendored JavaScript (contract_template/vendor/<name>, with <name>.sha256 beside it), regenerated

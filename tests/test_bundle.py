@@ -122,3 +122,23 @@ def test_a_top_level_failure_of_the_module_is_a_handler_error(project: Path) -> 
 def test_traces_outside_any_module_are_left_alone() -> None:
     assert map_trace("at f (<input>:12)", "no markers here") == "at f (dist/agent.js:12)"
     assert map_trace("plain text", "") == "plain text"
+
+
+def test_kit_dev_gets_the_failed_invocation_to_print_its_mapped_trace(
+    project: Path, local_gateway_factory: Any
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    _write(project, THROWING_MODULE)
+    cid = build_project(project).cid
+    failures: list[tuple[str, str, list[str], str | None]] = []
+    gateway = local_gateway_factory(project, on_invocation=lambda *args: failures.append(args))
+    request = urllib.request.Request(f"{gateway.url}/ipfs/{cid}", method="POST", data=json.dumps(
+        {"prompt": "hi", "api_key": "test-provider-key"}).encode())
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        urllib.request.urlopen(request, timeout=10)
+    assert failed.value.code == 500
+    [(failed_cid, code, logs, _)] = failures
+    assert failed_cid == cid
+    assert "at helper (src/agent.js:8)" in "\n".join(map_trace(line, code) for line in logs)

@@ -437,3 +437,52 @@ def test_kit_attest_checks_the_recorded_compose_hash(deployed_factory, mock_llm,
     assert code == 0 and view["quote_type"] == "tdx" and view["production"] is False
     assert view["details"]["compose_hash"] == record.compose_hash
     assert view["signer"] in load_latest(project).signers
+
+
+# -- the generated tool in "attested" mode against a TDX gateway --------------------------------
+
+
+def test_attested_tool_pins_the_compose_hash_and_refuses_dev_tdx_quotes(
+        project_factory, mock_llm, socket_dir, tmp_path) -> None:
+    from fixtures.mech import KeyChain, load_like_mech
+    from kit.cid import bytes_cid
+    from kit.config import load_config
+    from kit.dstack.compose import write_compose
+    from kit.mechtool import generate_tool
+    from kit.project import build_project
+
+    project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url)
+    (project / "agent.toml").write_text((project / "agent.toml").read_text()
+                                        + '\n[verify]\nanswers = "attested"\n')
+    build = build_project(project)
+    code = build.path.read_bytes()
+    cid = bytes_cid(code, version=build.cid_version)
+    record = write_compose(project, image=IMAGE)
+    files = {cid: code}
+    with serve_bytes(files) as ipfs_url:
+        cvm = Cvm(socket_dir, tmp_path / "app", ipfs_url, name=record.name)
+        try:
+            deployment = {"cid": cid, "cid_version": build.cid_version, "gateway_url": cvm.url,
+                          "verified_via": ipfs_url, "artifact": "dist/agent.js",
+                          "size": build.size, "config_sha256": "0" * 64,
+                          "template_version": build.template_version, "kit_version": "0",
+                          "backend": "node", "deployed_at": "2026-01-01T00:00:00Z",
+                          "signers": []}
+            (project / "deployments" / "latest.json").write_text(json.dumps(deployment))
+            (project / "deployments" / "history.json").write_text(json.dumps([deployment]))
+            package = generate_tool(project).package_dir
+            run, namespace = load_like_mech(package)
+            assert namespace["COMPOSE_HASH"] == record.compose_hash
+            assert "check_tdx_quote" in namespace and namespace["PINNED_SIGNERS"] == []
+            stored = requests.post(f"{cvm.url}/vaults", timeout=TIMEOUT, json={
+                "cid": cid, "data": {load_config(project).provider.key_secret: MOCK_LLM_KEY}}
+            ).json()
+            model = load_config(project).provider.default_model
+            outcome = run(tool=namespace["PREFIX"] + model, prompt="hello", model=model,
+                          api_keys=KeyChain({"tee_vault_key": [stored["key"]]}),
+                          counter_callback=None)
+        finally:
+            cvm.stop()
+    # the unknown signer sent the tool to /attestation: a stand-in's dev TDX quote never passes
+    assert outcome[0].startswith("Error: ") and "quote" in outcome[0], outcome[0]
+    assert "stand-in answer" not in outcome[0]  # the unverified answer is never returned

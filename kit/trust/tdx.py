@@ -281,18 +281,15 @@ def _collateral(dcap_qvl: Any, quote: bytes, collateral: Any, pccs_url: str | No
 
 
 def _fetch_collateral(dcap_qvl: Any, quote: bytes, pccs_url: str | None, timeout: float) -> Any:
-    import asyncio
-
-    url = pccs_url or dcap_qvl.PHALA_PCCS_URL
-
-    async def fetch() -> Any:
-        return await asyncio.wait_for(dcap_qvl.get_collateral(url, quote), timeout)
+    """Collateral from the PCCS, fetched in a child process (why: kit.trust.core)."""
+    from kit.trust.core import ProofError, fetch_collateral_json
 
     try:
-        return asyncio.run(fetch())
-    except (ValueError, RuntimeError, OSError, asyncio.TimeoutError) as exc:
-        raise NotVerified("dcap", f"could not fetch collateral ({type(exc).__name__}); "
+        text = fetch_collateral_json(pccs_url or dcap_qvl.PHALA_PCCS_URL, quote, timeout)
+    except ProofError as exc:
+        raise NotVerified("dcap", f"could not fetch collateral ({exc}); "
                                   "retry, or pass the collateral") from None
+    return _collateral(dcap_qvl, quote, text, pccs_url, timeout)
 
 
 def verify_dev_quote(quote: bytes) -> dict[str, bytes]:
