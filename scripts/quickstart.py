@@ -46,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runtime", choices=("dev", "dstack"), default="dev",
                         help="dev: `kit dev`'s gateway; dstack: `kit gateway serve` under the "
                              "stand-in guest agent, with a TDX dev attestation")
+    parser.add_argument("--private", action="store_true",
+                        help="also a private round trip (issue 14): seal the prompt to the "
+                             "contract's attested key, call through the mech tool, decrypt "
+                             "and verify the sealed answer")
     return parser.parse_args(argv)
 
 
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace, say=print) -> str:
                          base_url=f"http://127.0.0.1:{args.llm_port}/v1",
                          gateway_url=f"http://127.0.0.1:{args.gateway_port}", ipfs_api=info.api)
             say(f"init        {project}")
+        if args.private:
+            _enable_sealed_requests(project, say)
         say(f"build       {build_project(project).cid}")
         result = deploy(project, ipfs_api=info.api)
         say(f"deploy      {result.cid} pinned and verified through {result.verified_via}")
@@ -93,9 +99,11 @@ def run(args: argparse.Namespace, say=print) -> str:
         set_secrets(project, {load_config(project).provider.key_secret: DEFAULT_API_KEY})
         say("secrets     provider key stored in the gateway vault for this CID")
         attested = _attest(project, say) if args.runtime == "dstack" else None
+        target = attested
         if attested is None:  # the answer signer, attested by the local runtime's dev quote
             signer = attest_deployment(project, policy=AttestationPolicy(allow_dev=True))
             say(f"attest      signer {signer.attested.signer} (dev quote: the local runtime)")
+            target = signer.attested
         tool = generate_tool(project)
         say(f"tool        {tool.package_dir.relative_to(project)} package {tool.package_hash}")
         answer = call(project, args.prompt)
@@ -113,7 +121,49 @@ def run(args: argparse.Namespace, say=print) -> str:
             say("proof: verified (tdx dev quote accepted with --allow-dev-quote)")
         elif answer.verified and answer.proof:
             say(f"proof: verified (signer {answer.proof['signer']})")
+        if args.private:
+            return _private_round_trip(project, result.cid, target, args.prompt, say)
         return text
+
+
+PRIVACY_BLOCK = """
+[privacy]
+sealed_requests = true
+# the stand-in LLM is not a confidential provider: it reads the prompt in clear
+allow_plain_provider = true
+"""
+
+
+def _enable_sealed_requests(project: Path, say) -> None:
+    """`[privacy] sealed_requests = true` in agent.toml (added once)."""
+    config = project / "agent.toml"
+    text = config.read_text(encoding="utf-8")
+    if "[privacy]" not in text:
+        config.write_text(text + PRIVACY_BLOCK, encoding="utf-8")
+        say("privacy     sealed requests enabled in agent.toml")
+
+
+def _private_round_trip(project: Path, cid: str, target, prompt: str, say) -> str:
+    """`kit encrypt`, the mech tool, `kit decrypt`: the prompt sealed to the key the verified
+    attestation names, the sealed answer opened with a throwaway requester key (a requester's
+    own is the key file mech-client keeps, ethereum_private_key.txt)."""
+    import secrets
+
+    from kit.call import call
+    from kit.trust.seal import key_from_hex, open_answer, seal_request
+
+    key = key_from_hex(secrets.token_hex(32))
+    request = seal_request(prompt, target.encryption_key, key)
+    say(f"encrypt     prompt sealed to {target.encryption_key} (attested with the signer)")
+    answer = call(project, request.text)
+    if not answer.ok:
+        raise KitError(f"the tool answered the sealed request with an error: {answer.answer}")
+    say(f"call        {answer.tool} returned a sealed answer in {answer.seconds:.2f} s")
+    opened = open_answer(answer.result, key, signers=[target.signer], cid=cid,
+                         request=request, prompt=prompt)
+    say(f"private:      {opened.answer}")
+    say("answer decrypted and verified")
+    return opened.answer
 
 
 def _dstack_gateway(project: Path, ipfs_gateway: str, port: int, cleanup: ExitStack, say):

@@ -116,3 +116,26 @@ def assert_no_canary(served: dict[str, Any]) -> None:
     for path in served["project"].rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_quickstart_private_round_trip(tmp_path: Path) -> None:
+    """scripts/quickstart.py --private: seal, call through the mech tool, decrypt, verify."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from kit.node import free_port, running_node
+
+    root = Path(__file__).resolve().parents[1]
+    repo = tmp_path / "ipfs"
+    ports = [str(free_port()) for _ in range(4)]
+    argv = [sys.executable, str(root / "scripts" / "quickstart.py"), "--private", "--dir",
+            str(tmp_path / "hello-agent"), "--ipfs-repo", str(repo), "--ipfs-api-port",
+            ports[0], "--ipfs-gateway-port", ports[1], "--gateway-port", ports[2],
+            "--llm-port", ports[3], "--prompt", "hello, privately"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = "stand-in answer: " + hashlib.sha256(b"hello, privately").hexdigest()[:16]
+    assert f"private:      {expected}" in done.stdout
+    assert done.stdout.rstrip().endswith("answer decrypted and verified")
+    assert running_node(repo) is None

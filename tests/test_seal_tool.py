@@ -58,7 +58,7 @@ def deployed(project_factory: Any, mock_llm: Any, local_gateway_factory: Any) ->
         "llmKey": MOCK_LLM_KEY}}, timeout=10).json()
     encryption_key = public_of(derived_key(code, b"agent-contract-kit/request-encryption/v1"))
     return {"project": project, "cid": cid, "gateway": gateway, "signer": signer, "run": run,
-            "ns": namespace, "package": package, "encryption_key": encryption_key.hex(),
+            "ns": namespace, "package": package, "encryption_key": encryption_key,
             "keys": KeyChain({"tee_vault_key": [vault["key"]]})}
 
 
@@ -93,7 +93,7 @@ def test_a_sealed_prompt_goes_through_the_tool_and_opens_with_kit_decrypt(
 def test_tool_errors_never_echo_the_sealed_payload(deployed: dict[str, Any]) -> None:
     key = seal.key_from_hex(KEY_HEX)
     # sealed to another key: the contract refuses it (400 sealed_unreadable)
-    request = seal.seal_request(CANARY, public_of(CONTRACT_SECRET).hex(), key)
+    request = seal.seal_request(CANARY, public_of(CONTRACT_SECRET), key)
     result = call(deployed, request.text)
     envelope = json.loads(request.text)
     assert result.startswith("Error: ") and "sealed_unreadable" in result
@@ -109,7 +109,7 @@ def test_the_tool_and_the_kit_give_the_same_sealed_verdicts(deployed: dict[str, 
     assert seal.sealed_verifier_source().strip() in (
         deployed["package"] / f"{deployed['package'].name}.py").read_text()
     key = seal.key_from_hex("0xb25c7db31feed9122727bf0939dc769a96564b2de4c4726d035b36ecf1e5b364")
-    request = seal.seal_request("q", public_of(CONTRACT_SECRET).hex(), key)
+    request = seal.seal_request("q", public_of(CONTRACT_SECRET), key)
     signer = Account.from_key(SIGNER_KEY).address
     honest = answer_request(request.text, cid=deployed["cid"])
     cases = {"honest": honest, **{name: make(honest, request)

@@ -6,6 +6,9 @@
   `attestation_verifier_source()`), so the kit and the tool run the same code.
 - `kit.trust.answer`: delivered results (tool JSON, contract answer, mech delivery) -> verdict.
 - `kit.trust.attestation`: `/attestation` documents: fetch with a fresh nonce, check, record.
+- `kit.trust.seal`: private requests (issue 14): ECIES as eciespy/eciesjs define it, the sealed
+  request, proof v2 over both ciphertexts (its marked region is embedded in the tool), and
+  `seal_request` / `open_answer` for requesters (`kit encrypt`, `kit decrypt`).
 - `kit.trust.quotes`: the quote dispatch on `quote_type` (`QUOTE_VERIFIERS`: sgx, dev, tdx;
   anything else refused) and the policy; `kit.trust.sgx`, `kit.trust.dev`, `kit.trust.tdx`.
 

@@ -65,10 +65,11 @@ def sealed_verifier_source() -> str:
 
 
 # --- BEGIN sealed answer verifier (kit/trust/seal.py) ---
-# The sealed answer check of the agent-contract kit, copied from kit/trust/seal.py by `kit tool`.
-# It sees only ciphertexts: it checks their sha256 against the proof (answer text v2), the CID,
-# the signature and the pinned signers. It needs the answer verifier above (ProofError,
-# recover_signer, _expect and its patterns) and imports base64, binascii, hashlib, json and re.
+# The sealed answer check of the agent-contract kit, copied from kit/trust/seal.py by
+# `kit tool`. It sees only ciphertexts: it checks their sha256 against the proof (answer
+# text v2), the CID, the signature and the pinned signers. It needs the answer verifier
+# above (ProofError, recover_signer, _expect and its patterns); the module around it
+# imports base64, binascii, hashlib, json and re.
 SEALED_ANSWER_HEADER_V2 = "agent-contract-kit answer v2"
 SEALED_PROOF_VERSION = 2
 SEALED_ENVELOPE_VERSION = 1
@@ -86,7 +87,7 @@ SEALED_PROOF_FIELDS = (
     "signer",
     "signature",
 )
-# ephemeral public key (65) + AES-GCM nonce (16) + tag (16): an ECIES ciphertext's least size
+# ephemeral public key (65) + AES-GCM nonce (16) + tag (16): the least ECIES ciphertext
 ECIES_OVERHEAD = 97
 _SEALED_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
@@ -110,7 +111,7 @@ def sealed_answer_text(proof: Dict[str, Any]) -> str:
 
 
 def sealed_bytes(field: str, value: Any) -> bytes:
-    """The ciphertext in a base64 field (standard alphabet, padded); ProofError otherwise."""
+    """The ciphertext in a base64 field (standard alphabet, padded), else ProofError."""
     if not isinstance(value, str) or not _SEALED_BASE64.match(value):
         raise ProofError(field, "missing or not base64")
     try:
@@ -123,13 +124,16 @@ def sealed_bytes(field: str, value: Any) -> bytes:
 
 
 def sealed_request_bytes(prompt: Any) -> Optional[bytes]:
-    """The ciphertext of a sealed request `{"sealed", "v": 1}` given as the prompt text; None
-    when the prompt is not one (a JSON object with "sealed"); ProofError when malformed."""
+    """The ciphertext of a sealed request `{"sealed", "v": 1}` given as the prompt text.
+
+    None when the prompt is not one (a JSON object with "sealed"); ProofError when it
+    is malformed.
+    """
     if not isinstance(prompt, str) or not prompt.lstrip().startswith("{"):
         return None
     if '"sealed"' not in prompt:
         return None
-    # a flat object only: json.loads then never recurses (untrusted text, see kit/jsonsafe.py)
+    # only a flat object: json.loads then cannot recurse (see kit/jsonsafe.py)
     if prompt.count("{") != 1 or prompt.count("}") != 1 or "[" in prompt:
         raise ProofError("sealed_request", 'must be the flat object {"sealed", "v"}')
     try:
@@ -183,10 +187,11 @@ def check_sealed_proof(
     cid: str,
     signers: Iterable[str],
 ) -> str:
-    """Verify a sealed answer's proof over the two ciphertexts; return the signer's address.
+    """Verify a sealed answer's proof over the two ciphertexts; return the signer.
 
-    `sealed_request` is the ciphertext sent, `sealed_answer` the one received, `cid` the CID
-    the request went to, `signers` the pinned addresses (any case). Raises ProofError.
+    `sealed_request` is the ciphertext sent, `sealed_answer` the one received, `cid`
+    the CID the request went to, `signers` the pinned addresses (any case). Raises
+    ProofError.
     """
     check_sealed_proof_shape(proof)
     _expect("cid", proof["cid"], cid, "the CID the request went to (" + cid + ")")

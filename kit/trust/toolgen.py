@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kit.trust.core import attestation_verifier_source, verifier_source
+from kit.trust.seal import sealed_verifier_source
 from kit.trust.tdx import tool_verifier_source as tdx_tool_verifier_source
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ def tool_context(config: ProjectConfig, deployment: Deployment) -> dict[str, Any
         "mr_enclaves": list(config.verify.mr_enclaves),
         "verifier_source": verifier_source().rstrip("\n"),
         "attestation_verifier_source": attestation_verifier_source().rstrip("\n"),
+        # sealed requests (issue 14): the blind check over both ciphertexts (kit.trust.seal)
+        "sealed_requests": config.privacy.sealed_requests,
+        "sealed_verifier_source": sealed_verifier_source().rstrip("\n"),
         # quote_type "tdx" (the gateway in a dstack CVM): the compose hash pinned for "attested"
         # ("" when the project has no `kit dstack compose` record: tdx quotes are then refused)
         # and the self-contained TDX check (kit.trust.tdx's region)
