@@ -6,7 +6,7 @@ The same template contract, built twice against the same stand-in (`kit mock-llm
 --confidential`, in its own process, loopback): once as `openai-compatible` (the baseline: one
 completion, the answer signed) and once as `confidential` (the same, plus the signature fetch,
 the sha256 of the exact bytes exchanged, the EIP-191 recovery in QuickJS and the pin check). Each
-call runs in the local runtime (`kit.runtime.invoke`, a fresh QuickJS context per call, as a
+call runs in the local runtime (`kit.local.runtime.invoke`, a fresh QuickJS context per call, as a
 worker runs it). The added latency is the difference of the p50s. Breakdown:
 
 - fetch: one `GET /v1/signature/{id}` round trip from Python on a keep-alive connection;
@@ -60,7 +60,7 @@ def start_stand_in(port: int) -> subprocess.Popen:
 
 
 def build(root: Path, kind: str, base_url: str, signer: str) -> str:
-    from kit.project import build_project, init_project
+    from kit.contract.project import build_project, init_project
     from kit.trust.provider import add_signing_addresses
 
     directory = root / kind
@@ -73,7 +73,7 @@ def build(root: Path, kind: str, base_url: str, signer: str) -> str:
 
 
 def call(code: str) -> tuple[float, dict]:
-    from kit.runtime import invoke, make_request
+    from kit.local.runtime import invoke, make_request
 
     request = make_request("POST", "/ipfs/QmBench", [], body=json.dumps({"prompt": PROMPT}),
                            secret={"llmKey": API_KEY})
@@ -122,7 +122,7 @@ def time_fetch(base_url: str, count: int) -> list[float]:
 
 def time_recovery(code: str, count: int) -> tuple[float, float]:
     """p50 of a probe that compiles the library, with and without one recovery."""
-    from kit.runtime import invoke, make_request
+    from kit.local.runtime import invoke, make_request
 
     signature = ("0xe6ca9bba58c88611fad66a6ce8f996908195593807c4b38bd528d2cff09d4eb33e5bfbbf4d3e3"
                  "9b1a2fd816a7680c19ebebaf3a141b239934ad43cb33fcec8ce1c")  # eth-account docs
@@ -147,7 +147,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--invocations", type=int, default=100)
     args = parser.parse_args()
-    from kit.mock_llm import CONFIDENTIAL_KEY_SEED, seed_key
+    from kit.local.mock_llm import CONFIDENTIAL_KEY_SEED, seed_key
 
     from eth_account import Account
 

@@ -2,12 +2,12 @@
 
     .venv/bin/python benchmarks/bench_deploy.py [--runs N]
 
-Starts its own node (through kit.node, on free loopback ports, in a temp repo) and a scaffolded
+Starts its own node (through kit.ipfs.node, on free loopback ports, in a temp repo) and a scaffolded
 project, then:
 
 1. deploys N times per CID version, each time with a changed system prompt so every run adds
    new content and writes a record; prints the median of each step (render, cid, add, pin,
-   verify, record) as timed by kit.deploy;
+   verify, record) as timed by kit.ipfs.deploy;
 2. adds the same bytes N times through `IpfsClient.add_bytes` and through a bare multipart
    `POST /api/v0/add` with requests (the baseline: the node's own time plus one HTTP round
    trip), alternating, and prints both medians and the kit's overhead.
@@ -49,7 +49,7 @@ def set_prompt(project: Path, text: str) -> None:
 
 
 def bench_deploy_steps(project: Path, api: str, runs: int) -> None:
-    from kit.deploy import deploy
+    from kit.ipfs.deploy import deploy
 
     print(f"deploy steps, median of {runs} runs (ms)")
     print(f"  {'version':<8}" + "".join(f"{step:>9}" for step in STEPS) + f"{'total':>9}")
@@ -78,7 +78,7 @@ def raw_add(api_url: str, data: bytes, version: int) -> str:
 
 
 def bench_add_overhead(api: str, api_url: str, runs: int) -> None:
-    from kit.ipfs import IpfsClient
+    from kit.ipfs.client import IpfsClient
 
     client = IpfsClient(api, timeout=60)
     print(f"\nadd: kit (IpfsClient.add_bytes) vs bare POST /api/v0/add, median of {runs} (ms)")
@@ -105,8 +105,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=9)
     args = parser.parse_args()
-    from kit import node
-    from kit.project import init_project
+    from kit.ipfs import node
+    from kit.contract.project import init_project
 
     with tempfile.TemporaryDirectory(prefix="kit-bench-deploy-") as tmp:
         repo, project = Path(tmp) / "repo", Path(tmp) / "project"

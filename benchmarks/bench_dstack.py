@@ -90,7 +90,7 @@ def bench_throughput(root: Path, args: argparse.Namespace) -> tuple[list[dict], 
     from kit.cid import file_cid
     from kit.dstack.compose import write_compose
     from kit.dstack.serve import production_gateway
-    from kit.gateway import LocalGateway
+    from kit.local.gateway import LocalGateway
 
     llm, llm_url = start_stand_in_llm()
     project = make_project(root, llm_url)
@@ -132,7 +132,7 @@ def attestation_documents(root: Path) -> tuple[dict, dict, str, str, str, bytes]
     from kit.cid import file_cid
     from kit.dstack.compose import load_record
     from kit.dstack.serve import production_gateway
-    from kit.gateway import LocalGateway
+    from kit.local.gateway import LocalGateway
 
     project = root / "bench-agent"
     code = (project / "dist" / "agent.js").read_bytes()

@@ -4,7 +4,7 @@ baseline of one `node` process per invocation running the same contract file.
     .venv/bin/python benchmarks/bench_runtime.py [--invocations 300] [--node-runs 20]
                                                  [--seconds 5] [--max-requests 3000]
 
-1. Runtime: `kit.runtime.invoke` (a fresh QuickJS context each call) p50/p99 for an echo
+1. Runtime: `kit.local.runtime.invoke` (a fresh QuickJS context each call) p50/p99 for an echo
    contract and for the built template contract answering GET /info (no network).
 2. Baseline: `node` started once per invocation on the same file with a tiny gen-1 harness.
 3. Gateway: POST /ipfs/<cid> through the local gateway to the template contract, which calls
@@ -72,7 +72,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def time_runtime(code: str, request: dict, count: int) -> list[float]:
-    from kit.runtime import invoke
+    from kit.local.runtime import invoke
 
     worker_key = bytes(range(32))
     first = invoke(code, request, worker_key=worker_key)
@@ -101,7 +101,7 @@ def time_node(path: Path, request: dict, count: int) -> list[float]:
 
 
 def make_project(root: Path, base_url: str) -> Path:
-    from kit.project import build_project, init_project
+    from kit.contract.project import build_project, init_project
 
     project = root / "bench-agent"
     init_project(project, name="bench-agent", provider="openai", base_url=base_url,
@@ -178,7 +178,7 @@ def bench_gateway(root: Path, args: argparse.Namespace) -> list[dict]:
     import requests
 
     from kit.cid import file_cid
-    from kit.gateway import LocalGateway
+    from kit.local.gateway import LocalGateway
 
     llm, llm_url = start_stand_in_llm()
     project = make_project(root / "gateway", llm_url)
@@ -246,7 +246,7 @@ SIGNING_PROBE = """
 def bench_signing(root: Path, count: int, missed: list[str]) -> None:
     """The cost of signing per invocation: the template answering GET /info with and without one
     answer's signing work appended, and a whole signed answer (POST /, stand-in LLM)."""
-    from kit.runtime import make_request
+    from kit.local.runtime import make_request
 
     llm, llm_url = start_stand_in_llm()
     try:
@@ -289,7 +289,7 @@ def main() -> int:
     parser.add_argument("--signing-only", action="store_true",
                         help="only the signing figures")
     args = parser.parse_args()
-    from kit.runtime import make_request
+    from kit.local.runtime import make_request
 
     missed: list[str] = []
     if args.signing_only:

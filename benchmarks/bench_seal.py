@@ -5,7 +5,7 @@
 1. Python (`kit encrypt`/`kit decrypt`'s work, without the process start-up and the attestation
    fetch): kit.trust.seal.seal_request and open_answer (the whole proof check: hashes, signer
    recovery, ECIES, salted hashes), p50/p99 per call after a warm-up.
-2. Contract (the built template in the local runtime, kit.runtime.invoke, a fresh QuickJS
+2. Contract (the built template in the local runtime, kit.local.runtime.invoke, a fresh QuickJS
    context per call as in production): a sealed POST / minus a plain POST / of the same prompt
    to the stand-in LLM, p50 of each; the difference is what sealing adds per call (decrypt +
    encrypt + the v2 proof's extra hashes).
@@ -67,7 +67,7 @@ def python_costs(runs: int) -> dict[str, list[float]]:
 
 
 def contract_costs(runs: int) -> dict[str, list[float]]:
-    from kit.mock_llm import MockLLM
+    from kit.local.mock_llm import MockLLM
 
     worker_key = bytes(range(32))
     llm = MockLLM(api_key="mock-llm-key")
@@ -79,8 +79,8 @@ def contract_costs(runs: int) -> dict[str, list[float]]:
 
 
 def _contract_costs(runs: int, llm: Any, worker_key: bytes) -> dict[str, list[float]]:
-    from kit.project import build_project, init_project
-    from kit.runtime import derive_secret, invoke, make_request
+    from kit.contract.project import build_project, init_project
+    from kit.local.runtime import derive_secret, invoke, make_request
     from kit.trust import seal
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -67,7 +67,7 @@ def timed_runs(command: list[str], runs: int) -> list[float]:
 
 
 def bench_build(work: Path, runs: int) -> bool:
-    from kit.project import init_project
+    from kit.contract.project import init_project
 
     with_module, without = work / "with-module", work / "without-module"
     init_project(with_module, name="bench-agent")
@@ -111,8 +111,8 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 
 
 def bench_watch(work: Path, edits: int) -> bool:
-    from kit.mock_llm import MockLLM
-    from kit.project import init_project
+    from kit.local.mock_llm import MockLLM
+    from kit.contract.project import init_project
 
     llm = MockLLM(api_key="bench-key")
     llm.start()

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from kit.deploy import deploy
+    from kit.ipfs.deploy import deploy
 
     try:
         result = deploy(

@@ -55,15 +55,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, say=print) -> str:
     """The flow; returns the tool's answer."""
-    from kit import node
-    from kit.call import call
-    from kit.config import load_config
-    from kit.deploy import deploy
-    from kit.gateway import LocalGateway
-    from kit.mechtool import generate_tool
-    from kit.mock_llm import DEFAULT_API_KEY, MockLLM
-    from kit.project import build_project, init_project
-    from kit.secrets import set_secrets
+    from kit.ipfs import node
+    from kit.mech.call import call
+    from kit.contract.config import load_config
+    from kit.ipfs.deploy import deploy
+    from kit.local.gateway import LocalGateway
+    from kit.mech.package import generate_tool
+    from kit.local.mock_llm import DEFAULT_API_KEY, MockLLM
+    from kit.contract.project import build_project, init_project
+    from kit.mech.secrets import set_secrets
     from kit.trust.attestation import attest_deployment
     from kit.trust.quotes import AttestationPolicy
 
@@ -149,7 +149,7 @@ def _private_round_trip(project: Path, cid: str, target, prompt: str, say) -> st
     own is the key file mech-client keeps, ethereum_private_key.txt)."""
     import secrets
 
-    from kit.call import call
+    from kit.mech.call import call
     from kit.trust.seal import key_from_hex, open_answer, seal_request
 
     key = key_from_hex(secrets.token_hex(32))

@@ -1,4 +1,4 @@
-"""The user module (kit.bundle): the documented subset, the build, and stack traces that name
+"""The user module (kit.contract.bundle): the documented subset, the build, and stack traces that name
 src/agent.js lines, through the real runtime and `kit run`."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any, Callable
 import pytest
 
 from fixtures.ipfs_node import run_cli
-from kit.bundle import END_MARKER, START_MARKER, map_trace, module_span
+from kit.contract.bundle import END_MARKER, START_MARKER, map_trace, module_span
 from kit.errors import InputError
-from kit.project import build_project
-from kit.runtime import invoke
+from kit.contract.project import build_project
+from kit.local.runtime import invoke
 
 THROWING_MODULE = """\
 // a module whose handler fails three calls deep

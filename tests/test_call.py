@@ -14,9 +14,9 @@ from fixtures.ipfs_node import RunningNode, run_cli
 from fixtures.mech import MECH_TOKEN_PRICES
 from fixtures.servers import MOCK_LLM_KEY
 
-from kit.mechtool import generate_tool
-from kit.node import free_port
-from kit.secrets import set_secrets
+from kit.mech.package import generate_tool
+from kit.ipfs.node import free_port
+from kit.mech.secrets import set_secrets
 
 VAULT_KEY = "canary-vault-key-77c1"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.ipfs_node import run_cli
-from kit.records import Deployment, load_history, load_latest, record
+from kit.ipfs.records import Deployment, load_history, load_latest, record
 
 VALID_CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"  # an existing CIDv0 (Kubo docs)
 
@@ -195,7 +195,7 @@ def test_os_error_mapping_table() -> None:
 
 WRITER = """
 import sys
-from kit.records import Deployment, record
+from kit.ipfs.records import Deployment, record
 project, tag, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 for n in range(rounds):
     record(project, Deployment(cid=f"{tag}-{n}", cid_version=0, gateway_url="http://g",
@@ -223,7 +223,7 @@ def test_concurrent_record_writers_lose_nothing(tmp_path: Path) -> None:
 
 
 def test_record_is_reentrant_under_its_lock(tmp_path: Path) -> None:
-    from kit.records import records_lock
+    from kit.ipfs.records import records_lock
 
     deployment = Deployment(cid="c", cid_version=0, gateway_url="g", verified_via="v",
                             artifact="a", size=1, config_sha256="0", template_version="t",

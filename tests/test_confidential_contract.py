@@ -21,7 +21,7 @@ import requests
 
 from fixtures.mech import KeyChain, load_like_mech
 from fixtures.servers import MOCK_LLM_KEY, TEST_WORKER_KEY
-from kit.runtime import Invocation, invoke, make_request
+from kit.local.runtime import Invocation, invoke, make_request
 
 STAND_IN_SEED = b"kit mock-llm confidential stand-in signing key v1 (public, never secret)"
 CID = "QmConfidentialContract"
@@ -61,7 +61,7 @@ def answer_text(proof: dict[str, Any]) -> str:
 
 @pytest.fixture
 def confidential() -> Iterator[Any]:
-    from kit.mock_llm import MockLLM
+    from kit.local.mock_llm import MockLLM
 
     server = MockLLM(api_key=MOCK_LLM_KEY, confidential=True)
     server.start()
@@ -73,7 +73,7 @@ def confidential() -> Iterator[Any]:
 
 def make_project(project_factory: Any, base_url: str, pinned: list[str] | None = None,
                  **overrides: Any) -> Path:
-    from kit.project import build_project
+    from kit.contract.project import build_project
     from kit.trust.provider import add_signing_addresses
 
     overrides.setdefault("key_secret", "llmKey")
@@ -159,7 +159,7 @@ def test_info_names_the_pinned_signers(contract: str) -> None:
 
 
 def test_the_cid_pins_the_signers(project_factory: Any, confidential: Any) -> None:
-    from kit.project import build_project
+    from kit.contract.project import build_project
 
     one = make_project(project_factory, confidential.base_url)
     other = make_project(project_factory, confidential.base_url, pinned=["0x" + "ab" * 20])
@@ -191,8 +191,8 @@ def test_verify_answer_checks_both_signers(contract: str, tmp_path: Path) -> Non
 def test_verify_answer_reads_the_pinned_signers_from_the_deployed_contract(
         project_factory: Any, confidential: Any, tmp_path: Path) -> None:
     from kit.trust.provider import pinned_provider_signers
-    from kit.records import Deployment, record
-    from kit.project import build_project
+    from kit.ipfs.records import Deployment, record
+    from kit.contract.project import build_project
 
     project = make_project(project_factory, confidential.base_url)
     built = build_project(project)
@@ -266,8 +266,8 @@ def test_other_kinds_fetch_no_signature(project_factory: Any, confidential: Any)
 @pytest.fixture
 def chain(project_factory: Any, ipfs_node: Any, confidential: Any,
           local_gateway_factory: Any) -> dict[str, Any]:
-    from kit.deploy import deploy
-    from kit.mechtool import generate_tool
+    from kit.ipfs.deploy import deploy
+    from kit.mech.package import generate_tool
 
     gateway = local_gateway_factory(ipfs_api=ipfs_node.api)
     project = make_project(project_factory, confidential.base_url, key_secret="apiKey",

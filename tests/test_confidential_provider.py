@@ -67,7 +67,7 @@ def layout(address: str, nonce: str) -> bytes:
 
 @pytest.fixture
 def confidential() -> Any:
-    from kit.mock_llm import MockLLM
+    from kit.local.mock_llm import MockLLM
 
     server = MockLLM(api_key=MOCK_LLM_KEY, confidential=True)
     server.start()
@@ -363,7 +363,7 @@ def test_collateral_fetch_is_bounded_by_the_timeout(sample) -> None:
 
 @pytest.fixture
 def conf_project(tmp_path: Path, confidential: Any) -> Path:
-    from kit.project import init_project
+    from kit.contract.project import init_project
 
     directory = tmp_path / "conf"
     init_project(directory, name="conf-agent", provider="confidential",
@@ -436,7 +436,7 @@ def test_attest_needs_a_confidential_provider(project_factory) -> None:
 
 
 def test_attest_reports_an_unreachable_provider_as_an_outside_failure(tmp_path: Path) -> None:
-    from kit.project import init_project
+    from kit.contract.project import init_project
 
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
@@ -448,7 +448,7 @@ def test_attest_reports_an_unreachable_provider_as_an_outside_failure(tmp_path: 
 
 
 def test_config_checks_signing_addresses(tmp_path: Path) -> None:
-    from kit.config import parse_config
+    from kit.contract.config import parse_config
     from kit.errors import ConfigError
 
     def provider(**values: Any) -> Any:

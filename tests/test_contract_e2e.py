@@ -221,7 +221,7 @@ def test_provider_rate_limit_is_429_with_its_retry_after(make_agent, mock_llm, p
 
 
 def test_unreachable_provider_is_502(make_agent, mock_llm):
-    from kit.node import free_port
+    from kit.ipfs.node import free_port
 
     agent = make_agent("openai", base_url=f"http://127.0.0.1:{free_port()}/v1")
     assert error_code(agent.post({"prompt": "hi"}), 502) == "provider_unreachable"

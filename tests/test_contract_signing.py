@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from fixtures.servers import MOCK_LLM_KEY, TEST_WORKER_KEY
-from kit.runtime import Invocation, derive_secret, invoke, make_request
+from kit.local.runtime import Invocation, derive_secret, invoke, make_request
 
 ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141  # SEC 2 v2, 2.4.1
 SIGNING_PATH = b"agent-contract-kit/answer-signing/v1"
@@ -357,16 +357,16 @@ def test_build_refuses_a_vendored_file_that_is_not_the_recorded_one(
     project_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str], change: Any, problem: str,
 ) -> None:
-    import kit.render
+    import kit.contract.render
     from kit.cli import main
 
     project = project_factory()
     artifact = project / "dist" / "agent.js"
     before = artifact.read_bytes()
     template = tmp_path / "template"
-    shutil.copytree(Path(kit.render.contract_template_dir()), template)
+    shutil.copytree(Path(kit.contract.render.contract_template_dir()), template)
     change(template / "vendor")
-    monkeypatch.setattr(kit.render, "contract_template_dir", lambda: template)
+    monkeypatch.setattr(kit.contract.render, "contract_template_dir", lambda: template)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["build", "-C", str(project)])

@@ -70,7 +70,7 @@ class Cvm:
 
 @pytest.fixture()
 def contract(project_factory, mock_llm) -> tuple[str, bytes, str]:
-    from kit.config import load_config
+    from kit.contract.config import load_config
 
     project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url)
     code = (project / "dist" / "agent.js").read_bytes()
@@ -409,7 +409,7 @@ def test_kit_attest_checks_the_recorded_compose_hash(deployed_factory, mock_llm,
                                                      tmp_path, capsys) -> None:
     from fixtures.ipfs_node import run_cli
     from kit.dstack.compose import write_compose
-    from kit.records import load_latest
+    from kit.ipfs.records import load_latest
 
     project = deployed_factory(provider="openai-compatible", base_url=mock_llm.base_url)
     cid = load_latest(project).cid
@@ -446,10 +446,10 @@ def test_attested_tool_pins_the_compose_hash_and_refuses_dev_tdx_quotes(
         project_factory, mock_llm, socket_dir, tmp_path) -> None:
     from fixtures.mech import KeyChain, load_like_mech
     from kit.cid import bytes_cid
-    from kit.config import load_config
+    from kit.contract.config import load_config
     from kit.dstack.compose import write_compose
-    from kit.mechtool import generate_tool
-    from kit.project import build_project
+    from kit.mech.package import generate_tool
+    from kit.contract.project import build_project
 
     project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url)
     (project / "agent.toml").write_text((project / "agent.toml").read_text()

@@ -18,7 +18,7 @@ from fixtures.ipfs_node import oracle_cid, reply, standin_http
 from kit.dstack.compose import app_compose
 from kit.dstack.serve import SealedVault, production_gateway, sealing_key
 from kit.dstack.simulator import GuestAgentStandIn, StandInServer
-from kit.vault import VaultFileInvalid
+from kit.local.vault import VaultFileInvalid
 
 TIMEOUT = 20
 IMAGE = "ghcr.io/example/kit-gateway:0.1.0@sha256:" + "cd" * 32

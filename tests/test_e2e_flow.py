@@ -24,7 +24,7 @@ import pytest
 import requests
 import yaml
 
-from kit.node import free_port
+from kit.ipfs.node import free_port
 
 KIT = [sys.executable, "-m", "kit"]
 PROVIDER_KEY = "canary-provider-key-93ab17"

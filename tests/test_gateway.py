@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from fixtures.ipfs_node import oracle_cid, reply, standin_http
-from kit.runtime import Limits
+from kit.local.runtime import Limits
 
 TIMEOUT = 20  # seconds: far above every contract limit below, so a hang fails the test
 SHORT = Limits(time_seconds=2.0, memory_bytes=32 * 2**20, fetch_timeout=2.0)

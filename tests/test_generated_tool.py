@@ -32,8 +32,8 @@ from fixtures.ipfs_node import RunningNode, reply, standin_http
 from fixtures.mech import (KeyChain, MechTokenCounterCallback, TokenCounter, cost_in_credits,
                            load_like_mech)
 from fixtures.servers import MOCK_LLM_KEY
-from kit.deploy import deploy
-from kit.mechtool import generate_tool
+from kit.ipfs.deploy import deploy
+from kit.mech.package import generate_tool
 
 CALLER_TOKEN = "caller-token-5f2d9a"
 PROMPT = "When did humans first land on the Moon?"
@@ -563,7 +563,7 @@ def test_package_passes_mech_predicts_ci_checks(package: Path, tmp_path: Path) -
 
 
 def test_licence_header_for_valory_packages(tool_project: dict[str, Any]) -> None:
-    from kit.mechtool import ToolOptions
+    from kit.mech.package import ToolOptions
 
     result = generate_tool(tool_project["project"], version="0.2.0",
                            options=ToolOptions(copyright_holder="Valory AG"))
@@ -645,7 +645,7 @@ def test_a_read_timeout_is_not_repeated_on_another_replica(package: Path) -> Non
 
 
 def test_tool_gateways_are_checked_in_agent_toml(tmp_path: Path) -> None:
-    from kit.config import ConfigError, parse_config
+    from kit.contract.config import ConfigError, parse_config
 
     base = {"agent": {"name": "replica-agent"}, "provider": {"kind": "openai"}}
     config = parse_config({**base, "tool": {"gateways": ["https://a.example/",

@@ -21,10 +21,10 @@ import requests
 from fixtures.ipfs_node import (
     RunningNode, change_prompt, oracle_cid, reply, run_cli, snapshot, standin_http, start_node,
 )
-from kit.deploy import deploy
+from kit.ipfs.deploy import deploy
 from kit.errors import GatewayError, InputError, NodeUnavailable
-from kit.node import free_port
-from kit.records import load_history, load_latest
+from kit.ipfs.node import free_port
+from kit.ipfs.records import load_history, load_latest
 
 
 def pinned_on_node(node: RunningNode, cid: str) -> bool:
@@ -271,7 +271,7 @@ def fresh_project(deployed_factory: Callable[..., Path],
 
 
 def next_cid(project: Path) -> str:
-    from kit.project import build_project
+    from kit.contract.project import build_project
 
     return build_project(project).cid
 

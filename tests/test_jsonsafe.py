@@ -73,7 +73,7 @@ def test_gateway_body_and_contract_output_survive_deep_nesting() -> None:
     done = _run(f"""
         import threading, eth_account
         from kit import jsonsafe
-        from kit.runtime import map_output
+        from kit.local.runtime import map_output
         results = []
         def parse():
             try:

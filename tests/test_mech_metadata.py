@@ -1,4 +1,4 @@
-"""The mech's tool metadata (kit.mech_metadata), checked against the mech's own rules.
+"""The mech's tool metadata (kit.mech.metadata), checked against the mech's own rules.
 
 Oracles (independent of the kit's code):
 - tests/data/mech/tool_schemas.yaml: the real schema text of the registry (valory-xyz/
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from kit.mech_metadata import metadata_problems, tool_entries, write_metadata
+from kit.mech.metadata import metadata_problems, tool_entries, write_metadata
 
 REGISTRY = yaml.safe_load(
     (Path(__file__).parent / "data" / "mech" / "tool_schemas.yaml").read_text())["defaults"]
@@ -146,7 +146,7 @@ def test_an_unreadable_existing_file_is_refused_and_kept(tmp_path: Path) -> None
 
 
 def test_kit_tool_writes_the_metadata_beside_packages(deployed_factory: Any) -> None:
-    from kit.mechtool import generate_tool
+    from kit.mech.package import generate_tool
 
     project = deployed_factory(preset="prediction")
     result = generate_tool(project)

@@ -24,10 +24,10 @@ import yaml
 
 from fixtures.ipfs_node import RunningNode, change_prompt, oracle_cid, run_cli
 from fixtures.mech import MECH_TOKEN_PRICES
-from kit.deploy import deploy
+from kit.ipfs.deploy import deploy
 from kit.errors import CidMismatch, InputError
-from kit.mechtool import file_fingerprint, generate_tool, package_hash, push_package
-from kit.project import build_project
+from kit.mech.package import file_fingerprint, generate_tool, package_hash, push_package
+from kit.contract.project import build_project
 
 PUBLISHED = Path(__file__).parent / "data" / "tee_openai_request"
 WORKED_EXAMPLE = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from kit.node import STATE_FILE, multiaddr_to_url
+from kit.ipfs.node import STATE_FILE, multiaddr_to_url
 
 CLI_TIMEOUT = 150
 

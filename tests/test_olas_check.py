@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from fixtures.olas import OlasTools
-from kit.mechtool import generate_tool
+from kit.mech.package import generate_tool
 
 # The published tee_openai_request 0.1.0 package and its hash (shared/REFERENCE.md section 2).
 PUBLISHED = Path(__file__).parent / "data" / "tee_openai_request"

@@ -85,7 +85,7 @@ def run_phatjs(script: Path, request: dict[str, Any] | str) -> Answer:
 
 
 def run_kit(script: Path, request: dict[str, Any] | str) -> Answer:
-    from kit.runtime import invoke
+    from kit.local.runtime import invoke
 
     parsed = json.loads(request) if isinstance(request, str) else request
     started = time.monotonic()
@@ -119,7 +119,7 @@ globalThis.Wapo = { deriveSecret(salt) {
 
 
 def with_stand_in_wapo(contract: Path) -> Contract:
-    from kit.runtime import derive_secret
+    from kit.local.runtime import derive_secret
 
     code = contract.read_text(encoding="utf-8")
     paths = re.findall(r'^const \w+_PATH = "([^"]+)";', code, re.MULTILINE)
@@ -151,7 +151,7 @@ def test_bare_phatjs_has_no_wapo_so_the_template_cannot_sign(template: Contract)
 
 
 def stand_in_answer(prompt: str) -> str:
-    """The stand-in's documented rule (kit/mock_llm.py docstring), restated."""
+    """The stand-in's documented rule (kit/local/mock_llm.py docstring), restated."""
     return "stand-in answer: " + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
 
 

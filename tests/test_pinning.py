@@ -336,8 +336,8 @@ def test_pin_request_sends_origins_and_the_node_dials_the_delegates(
 
 
 def test_dial_failures_are_notes_and_dialling_is_bounded(ipfs_node: RunningNode) -> None:
-    from kit.ipfs import IpfsClient
-    from kit.pinning import MAX_DELEGATES, PinningServicePinner
+    from kit.ipfs.client import IpfsClient
+    from kit.ipfs.pinning import MAX_DELEGATES, PinningServicePinner
 
     many = [f"{DELEGATES[0][:-6]}{n:06d}" for n in range(MAX_DELEGATES + 3)]
     state = StandIn(delegates=many)
@@ -357,7 +357,7 @@ def test_dial_failures_are_notes_and_dialling_is_bounded(ipfs_node: RunningNode)
 def test_a_service_that_cannot_fetch_says_why(ipfs_node: RunningNode) -> None:
     """The session node is offline and loopback-only: the service stays queued, and the error
     says the node is unreachable and what to do, instead of only 'still queued'."""
-    from kit.pinning import PinningServicePinner
+    from kit.ipfs.pinning import PinningServicePinner
 
     state = StandIn(stuck=True)
     data = b"unreachable " + bytes(range(16))
@@ -383,7 +383,7 @@ def test_a_service_that_cannot_fetch_says_why(ipfs_node: RunningNode) -> None:
     ("/unix/tmp/socket", False),
 ])
 def test_reachability_of_an_address(address: str, public: bool) -> None:
-    from kit.pinning import is_public
+    from kit.ipfs.pinning import is_public
 
     assert is_public(address) is public
 
@@ -437,7 +437,7 @@ def test_pinata_wrong_token_names_its_variable(
 
 
 def test_library_errors_never_carry_the_token() -> None:
-    from kit.pinning import PinataPinner
+    from kit.ipfs.pinning import PinataPinner
 
     state = StandIn(fail_status=400, fail_times=1)
     with pinata(state) as url:
@@ -448,7 +448,7 @@ def test_library_errors_never_carry_the_token() -> None:
 
 
 def test_make_pinner_rejects_an_unknown_spec(ipfs_node: RunningNode) -> None:
-    from kit.pinning import make_pinner
+    from kit.ipfs.pinning import make_pinner
 
     with pytest.raises(InputError, match="pinata\\+URL"):
         make_pinner("s3://bucket", ipfs_node.client)

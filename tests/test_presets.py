@@ -1,6 +1,6 @@
 """Presets (kit init --preset chat|prediction|json) through the real runtime (QuickJS, the
-contract as built) and the stand-in LLM (kit.mock_llm, the OpenAI/Anthropic wire protocol),
-whose replies a test scripts by replacing `kit.mock_llm.stand_in_answer` (the text it puts in
+contract as built) and the stand-in LLM (kit.local.mock_llm, the OpenAI/Anthropic wire protocol),
+whose replies a test scripts by replacing `kit.local.mock_llm.stand_in_answer` (the text it puts in
 a completion); everything else in the stand-in answers as it always does.
 
 Oracles:
@@ -22,10 +22,10 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-import kit.mock_llm
+import kit.local.mock_llm
 from fixtures.servers import MOCK_LLM_KEY
-from kit.project import build_project
-from kit.runtime import invoke
+from kit.contract.project import build_project
+from kit.local.runtime import invoke
 
 P_FIELDS = ("p_yes", "p_no", "confidence", "info_utility")
 
@@ -61,13 +61,13 @@ class Script:
 
     def __call__(self, prompt: str) -> str:
         self.prompts.append(prompt)
-        return self.replies.pop(0) if self.replies else kit.mock_llm.ANSWER_PREFIX + "x"
+        return self.replies.pop(0) if self.replies else kit.local.mock_llm.ANSWER_PREFIX + "x"
 
 
 @pytest.fixture
 def script(monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
     replies = Script()
-    monkeypatch.setattr(kit.mock_llm, "stand_in_answer", replies)
+    monkeypatch.setattr(kit.local.mock_llm, "stand_in_answer", replies)
     yield replies
 
 
@@ -182,7 +182,7 @@ def test_chat_answers_the_model_text_as_before(preset_project: Callable[..., Pat
     status, answer = ask(project, "hello", system="Be brief.")
     assert status == 200
     assert set(answer) == {"message", "model", "usage", "proof"}
-    assert answer["message"] == kit.mock_llm.ANSWER_PREFIX + "x"
+    assert answer["message"] == kit.local.mock_llm.ANSWER_PREFIX + "x"
     assert answer["proof"]["system_sha256"] == sha256("Be brief.")
     assert answer["usage"]["total_tokens"] == (answer["usage"]["prompt_tokens"]
                                               + answer["usage"]["completion_tokens"])
@@ -253,7 +253,7 @@ def test_the_contract_validator_agrees_with_the_reference_validator(
 ) -> None:
     from jsonschema import Draft202012Validator
 
-    from kit.presets import schema_toml
+    from kit.contract.presets import schema_toml
 
     project = project_factory(preset="json", accept_key_in_body=True)
     config = project / "agent.toml"
@@ -276,7 +276,7 @@ def test_the_contract_validator_agrees_with_the_reference_validator(
 
 def test_schemas_outside_the_subset_are_refused_at_load(project_factory: Callable[..., Path]
                                                         ) -> None:
-    from kit.config import load_config
+    from kit.contract.config import load_config
     from kit.errors import ConfigError
 
     project = project_factory(preset="json")
@@ -300,8 +300,8 @@ def test_the_prediction_tool_result_is_what_the_trader_parses(
     import requests
 
     from fixtures.mech import KeyChain, load_like_mech
-    from kit.deploy import deploy
-    from kit.mechtool import generate_tool
+    from kit.ipfs.deploy import deploy
+    from kit.mech.package import generate_tool
     from kit.trust.answer import parse_result
 
     gateway = local_gateway_factory(ipfs_api=ipfs_node.api)
@@ -333,7 +333,7 @@ def test_kit_init_preset_scaffolds_a_module_that_builds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], preset: str
 ) -> None:
     from fixtures.ipfs_node import run_cli
-    from kit.config import load_config
+    from kit.contract.config import load_config
 
     project = tmp_path / "agent"
     code, out, _ = run_cli(capsys, "init", str(project), "--preset", preset, "--json")

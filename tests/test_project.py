@@ -16,7 +16,7 @@ from pathlib import Path
 import aleph_cid
 import pytest
 
-from kit.project import init_project
+from kit.contract.project import init_project
 
 REPO = Path(__file__).resolve().parents[1]
 KIT = Path(sys.executable).parent / "kit"
@@ -103,7 +103,7 @@ def test_init_rejects_an_invalid_provider_before_writing(tmp_path: Path) -> None
 
 
 def test_overrides_round_trip_through_agent_toml(tmp_path: Path) -> None:
-    from kit.config import load_config
+    from kit.contract.config import load_config
 
     tricky = 'multi\nline "quoted" \\ back\u2028slash \x7f del \U0001F600'
     init_project(
@@ -136,7 +136,7 @@ def test_generated_project_test_is_valid_python(tmp_path: Path) -> None:
 
 
 def test_generated_project_tests_pass(tmp_path: Path) -> None:
-    pytest.importorskip("kit.runtime", reason="the local runtime (kit.runtime) is not built yet")
+    pytest.importorskip("kit.local.runtime", reason="the local runtime (kit.local.runtime) is not built yet")
     init_project(tmp_path, name="self-test")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
@@ -173,18 +173,18 @@ def test_existing_gitignore_gets_only_the_missing_lines(tmp_path: Path) -> None:
 RENDER_FROM_WHEEL = """
 import hashlib, json, sys
 from pathlib import Path
-import kit, kit.render
-from kit.config import parse_config
+import kit, kit.contract.render
+from kit.contract.config import parse_config
 config = parse_config({"agent": {"name": "wheel-agent"}}, Path("."))
-data = kit.render.render_contract(config)
+data = kit.contract.render.render_contract(config)
 print(json.dumps({"kit": kit.__file__, "sha256": hashlib.sha256(data).hexdigest(),
-                  "schema": len(kit.render.load_schema()["parameters"])}))
+                  "schema": len(kit.contract.render.load_schema()["parameters"])}))
 """
 
 
 def test_wheel_ships_the_templates_and_renders_from_them(tmp_path: Path) -> None:
-    from kit.config import parse_config
-    from kit.render import render_contract
+    from kit.contract.config import parse_config
+    from kit.contract.render import render_contract
 
     # A clean copy: building in place would leave build/ in the checkout, and a stale build/
     # could slip removed files into the wheel.

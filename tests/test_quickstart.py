@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kit.node import free_port, running_node
+from kit.ipfs.node import free_port, running_node
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART_TIMEOUT = 240  # seconds for one run once dependencies are installed

@@ -20,8 +20,8 @@ from jinja2.exceptions import SecurityError, UndefinedError
 
 from fixtures.projects import gen1_request, run_in_node
 from kit.cli import main
-from kit.config import PROVIDER_KINDS, load_config, parse_config
-from kit.render import (
+from kit.contract.config import PROVIDER_KINDS, load_config, parse_config
+from kit.contract.render import (
     TEMPLATE_VERSION,
     contract_parameters,
     load_schema,

@@ -23,7 +23,7 @@ import aleph_cid
 import pytest
 
 from kit.errors import InputError
-from kit.runtime import Invocation, Limits, invoke, make_request
+from kit.local.runtime import Invocation, Limits, invoke, make_request
 
 KEY = bytes(range(32))
 GEN1_WRAPPER = """
@@ -418,7 +418,7 @@ def test_output_set_before_the_time_limit_wins() -> None:
 def test_faults_do_not_crash_the_host_process() -> None:
     """The fault battery in a child process: a segfault would show as a negative exit code."""
     script = textwrap.dedent(f"""
-        from kit.runtime import Limits, invoke, make_request
+        from kit.local.runtime import Limits, invoke, make_request
         codes = {[code for code, _ in FAULTS.values()]!r}
         for code in codes:
             answer = invoke(code, make_request("GET", "/ipfs/x"),
@@ -743,7 +743,7 @@ def test_wall_clock_limit_under_concurrent_busy_invocations() -> None:
 STARVED_CHILD = """
 import json, os, sys, time
 os.sched_setaffinity(0, {cpu})
-from kit.runtime import Limits, invoke, make_request
+from kit.local.runtime import Limits, invoke, make_request
 started = time.monotonic()
 answer = invoke("while (true) {{}}", make_request("GET", "/ipfs/x"),
                 limits=Limits(time_seconds=1), worker_key=bytes(32))
@@ -830,7 +830,7 @@ def test_a_dripping_server_ends_in_the_fetch_timeout_error(dripper: str, where: 
 def test_a_binding_without_the_expected_limit_word_fails_closed(monkeypatch) -> None:
     """If the binding's interrupt data cannot be found (another version or platform), the
     runtime refuses to run rather than run without a time limit."""
-    import kit.runtime as runtime
+    import kit.local.runtime as runtime
     from kit.errors import ExternalError
 
     monkeypatch.setattr(runtime, "_limit_offset", None)

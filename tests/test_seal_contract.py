@@ -4,7 +4,7 @@ vendored noble code) opens eciespy's ciphertexts and seals answers that eciespy 
 Oracles, independent of the contract's code: eciespy 0.4.7 (the format's reference) and the
 `cryptography`-based ECIES of test_seal_python.py; eth-account (EIP-191 recovery); hashlib/hmac
 for the documented key rules; the v2 text written out in test_seal_python.V2_TEXT; the stand-in
-LLM's documented answer ("stand-in answer: " + sha256(prompt)[:16], kit/mock_llm.py), which
+LLM's documented answer ("stand-in answer: " + sha256(prompt)[:16], kit/local/mock_llm.py), which
 shows which prompt reached the provider.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fixtures.servers import MOCK_LLM_KEY, TEST_WORKER_KEY
-from kit.runtime import Invocation, derive_secret, invoke, make_request
+from kit.local.runtime import Invocation, derive_secret, invoke, make_request
 from test_seal_python import V2_TEXT, oracle_decrypt, salted
 
 ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141  # SEC 2 v2, 2.4.1
@@ -82,7 +82,7 @@ def write_privacy(project: Path, text: str = PRIVACY) -> None:
 
 @pytest.fixture
 def sealed_project(project_factory: Any, mock_llm: Any) -> Path:
-    from kit.project import build_project
+    from kit.contract.project import build_project
 
     project: Path = project_factory(base_url=mock_llm.base_url, models=["model-a"],
                                     key_secret="llmKey", system_prompt=SYSTEM)

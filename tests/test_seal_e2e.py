@@ -4,7 +4,7 @@ decrypt`; and a canary prompt that must never appear in the gateway's logs, the 
 the deployment records or any file the kit wrote.
 
 Oracles: the stand-in LLM's documented answer ("stand-in answer: " + sha256(prompt)[:16],
-kit/mock_llm.py) shows that the contract read the prompt; eth-account gives the requester's
+kit/local/mock_llm.py) shows that the contract read the prompt; eth-account gives the requester's
 address (eth-account's documented `Account.from_key` example key).
 """
 
@@ -36,7 +36,7 @@ def cli(capsys: Any, *args: str) -> tuple[int, str, str]:
 @pytest.fixture
 def served(project_factory: Any, mock_llm: Any, local_gateway_factory: Any,
            tmp_path: Path) -> dict[str, Any]:
-    from kit.project import build_project
+    from kit.contract.project import build_project
 
     project: Path = project_factory(base_url=mock_llm.base_url, models=["model-a"],
                                     key_secret="llmKey")
@@ -124,7 +124,7 @@ def test_quickstart_private_round_trip(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from kit.node import free_port, running_node
+    from kit.ipfs.node import free_port, running_node
 
     root = Path(__file__).resolve().parents[1]
     repo = tmp_path / "ipfs"

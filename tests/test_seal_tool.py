@@ -33,8 +33,8 @@ KEY_HEX = "0x" + "5a" * 32
 @pytest.fixture
 def deployed(project_factory: Any, mock_llm: Any, local_gateway_factory: Any) -> dict[str, Any]:
     from kit.cid import bytes_cid
-    from kit.mechtool import generate_tool
-    from kit.project import build_project
+    from kit.mech.package import generate_tool
+    from kit.contract.project import build_project
 
     project: Path = project_factory(base_url=mock_llm.base_url, models=["model-a"],
                                     key_secret="llmKey")

@@ -103,7 +103,7 @@ def test_gateway_faults_keep_previous_binding(
 
 
 def test_gateway_down(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from kit.node import free_port
+    from kit.ipfs.node import free_port
 
     code, _, err = run_cli(capsys, "secrets", "set", "-C", str(project), "--gateway",
                            f"http://127.0.0.1:{free_port()}", f"openaiApiKey={CANARY}")

@@ -194,7 +194,7 @@ def test_deploy_records_the_signer_the_contract_signs_with(
     from eth_account.messages import encode_defunct
     from fixtures.servers import MOCK_LLM_KEY
 
-    from kit.deploy import deploy
+    from kit.ipfs.deploy import deploy
 
     gateway = local_gateway_factory(ipfs_api=ipfs_node.api)
     project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url,

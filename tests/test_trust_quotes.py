@@ -228,8 +228,8 @@ def test_fetched_collateral_is_cached_until_it_expires(sample: dict[str, Any],
 
 
 def test_the_local_runtime_dev_quote_verifies_only_when_allowed() -> None:
-    """Agreement with kit.runtime (the contract side's Wapo.sgxQuote): same layout and binding."""
-    from kit.runtime import dev_quote, worker_public_key
+    """Agreement with kit.local.runtime (the contract side's Wapo.sgxQuote): same layout and binding."""
+    from kit.local.runtime import dev_quote, worker_public_key
 
     code = CODE.decode()
     worker_key = bytes(range(32))

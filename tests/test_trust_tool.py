@@ -23,8 +23,8 @@ from test_trust_answer import ANSWER, KEY, OTHER_KEY, PROMPT, SIGNER, make_proof
 from test_trust_quotes import dev_document
 
 from kit.cid import bytes_cid
-from kit.mechtool import generate_tool
-from kit.project import build_project, init_project
+from kit.mech.package import generate_tool
+from kit.contract.project import build_project, init_project
 from kit.trust.answer import parse_result, verify_answer
 from kit.trust.errors import NotVerified
 

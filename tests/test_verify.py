@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from fixtures.ipfs_node import RunningNode, oracle_cid, reply, run_cli, standin_http
-from kit.deploy import verify
+from kit.ipfs.deploy import verify
 from kit.errors import InputError
 
 CONTENT = b"verify me: " + bytes(range(256)) * 2000  # two chunks: a real DAG, not one block

@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import pytest
 
 from kit.errors import InputError
-from kit.runtime import Limits, default_worker_key, invoke, make_request, wyhash64
+from kit.local.runtime import Limits, default_worker_key, invoke, make_request, wyhash64
 
 KEY = bytes(range(32))
 HEX = "const hex = (u8) => Array.from(u8, b => b.toString(16).padStart(2, '0')).join('');\n"

@@ -1,4 +1,4 @@
-"""`kit dev --watch` (kit.watch): rebuild on change, serve the new CID at once, keep the last
+"""`kit dev --watch` (kit.local.watch): rebuild on change, serve the new CID at once, keep the last
 good build serving after a broken edit. Bounded: every wait has a deadline of a few seconds."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.cid import bytes_cid
-from kit.watch import ProjectWatcher, WatchEvent, changed_paths, snapshot
+from kit.local.watch import ProjectWatcher, WatchEvent, changed_paths, snapshot
 
 DEADLINE_SECONDS = 10.0
 

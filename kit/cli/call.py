@@ -18,7 +18,7 @@ from kit.cli._common import emit, json_option, project_option
 @json_option
 def call(project_dir: Path, prompt: str, model: str | None, as_json: bool) -> None:
     """Run the generated tool's run() against the deployed CID and print its answer."""
-    from kit.call import call as call_tool
+    from kit.mech.call import call as call_tool
 
     result = call_tool(project_dir, prompt, model=model)
     view = {"tool": result.tool, "model": result.model, "answer": result.answer,

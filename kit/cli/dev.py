@@ -10,7 +10,7 @@ import click
 from kit.cli._common import project_option
 
 if TYPE_CHECKING:
-    from kit.mock_llm import FaultSpec, SignatureFault
+    from kit.local.mock_llm import FaultSpec, SignatureFault
 
 VAULT_FILE = Path(".kit") / "vault.json"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -47,10 +47,10 @@ def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None, watch: bo
     With an agent.toml in the project directory the contract is built first and served under
     its CID; any other CID is loaded from the IPFS node and re-hashed before it runs.
     """
-    from kit.config import CONFIG_FILE, LOCAL_IPFS_API, load_config
-    from kit.gateway import LocalGateway
-    from kit.node import resolve_api
-    from kit.project import build_project
+    from kit.contract.config import CONFIG_FILE, LOCAL_IPFS_API, load_config
+    from kit.local.gateway import LocalGateway
+    from kit.ipfs.node import resolve_api
+    from kit.contract.project import build_project
 
     cid = None
     configured = LOCAL_IPFS_API
@@ -76,7 +76,7 @@ def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None, watch: bo
 
 def _print_failure(cid: str, code: str, logs: list[str], error: str | None) -> None:
     """A failed invocation's error and stack trace, mapped to the user's src/ lines."""
-    from kit.bundle import map_trace
+    from kit.contract.bundle import map_trace
 
     lines = [entry for entry in logs if entry.startswith("[error]")]
     if error:
@@ -86,7 +86,7 @@ def _print_failure(cid: str, code: str, logs: list[str], error: str | None) -> N
 
 
 def _watch(project_dir: Path, url: str, gateway: _Server) -> None:
-    from kit.watch import ProjectWatcher, WatchEvent
+    from kit.local.watch import ProjectWatcher, WatchEvent
 
     def report(event: WatchEvent) -> None:
         if event.ok:
@@ -106,7 +106,7 @@ def _watch(project_dir: Path, url: str, gateway: _Server) -> None:
 
 def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[FaultSpec]:
     from kit.errors import InputError
-    from kit.mock_llm import parse_fault
+    from kit.local.mock_llm import parse_fault
 
     try:
         return [parse_fault(value) for value in values]
@@ -117,7 +117,7 @@ def _parse_faults(ctx: click.Context, param: click.Parameter, values: tuple[str,
 def _parse_signature_faults(ctx: click.Context, param: click.Parameter,
                             values: tuple[str, ...]) -> list[SignatureFault]:
     from kit.errors import InputError
-    from kit.mock_llm import parse_signature_fault
+    from kit.local.mock_llm import parse_signature_fault
 
     try:
         return [parse_signature_fault(value) for value in values]
@@ -161,7 +161,7 @@ def mock_llm(host: str, port: int, api_key: str, faults: list[FaultSpec], confid
       --fail status=200,body=not json            a broken answer
     """
     from kit.errors import InputError
-    from kit.mock_llm import MockLLM, describe_fault, describe_signature_fault
+    from kit.local.mock_llm import MockLLM, describe_fault, describe_signature_fault
 
     if signature_faults and not confidential:
         raise InputError("--signature-fault needs --confidential")

@@ -180,7 +180,7 @@ def gateway() -> None:
 def serve(host: str, port: int, ipfs_gateways: tuple[str, ...], ipfs_api: str | None,
           data_dir: Path, dstack_endpoint: str | None, max_concurrency: int) -> None:
     """Serve contracts by CID from IPFS, verified, with a vault sealed by the guest agent."""
-    from kit.config import check_option_ipfs_api
+    from kit.contract.config import check_option_ipfs_api
     from kit.dstack.serve import production_gateway
 
     if ipfs_api:

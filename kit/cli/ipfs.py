@@ -1,4 +1,4 @@
-"""`kit node up|down|status`, `kit deploy`, `kit verify`: thin shells over kit.node/kit.deploy."""
+"""`kit node up|down|status`, `kit deploy`, `kit verify`: thin shells over kit.ipfs.node/kit.ipfs.deploy."""
 
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ def node() -> None:
 @json_option
 def up(repo: Path | None, api_port: int, gateway_port: int, timeout: float, as_json: bool) -> None:
     """Install (npm ci) if needed, init, configure and start the node."""
-    from kit import node as local_node
-
+    from kit.ipfs import node as local_node
     info, started = local_node.up(repo, api_port=api_port, gateway_port=gateway_port,
                                   timeout=timeout)
     emit({**asdict(info), "started": started}, as_json, _describe_up)
@@ -51,8 +50,7 @@ def _describe_up(view: dict[str, Any]) -> str:
 @json_option
 def down(repo: Path | None, as_json: bool) -> None:
     """Stop the node started by `kit node up` (only that process)."""
-    from kit import node as local_node
-
+    from kit.ipfs import node as local_node
     info = local_node.down(repo)
     view = {"stopped": info is not None, "pid": info.pid if info else None}
     emit(view, as_json, lambda v: f"stopped PID {v['pid']}" if v["stopped"] else "no node running")
@@ -63,8 +61,7 @@ def down(repo: Path | None, as_json: bool) -> None:
 @json_option
 def status(repo: Path | None, as_json: bool) -> None:
     """Report the node's addresses and whether they answer."""
-    from kit import node as local_node
-
+    from kit.ipfs import node as local_node
     emit(asdict(local_node.status(repo)), as_json, _describe_status)
 
 
@@ -94,7 +91,7 @@ def _describe_status(view: dict[str, Any]) -> str:
 def deploy(project_dir: Path, ipfs_api: str | None, pinning_service: str | None,
            gateway: str | None, cid_version: str | None, timeout: float, as_json: bool) -> None:
     """Build, pin, check the returned CID, fetch it back, and write the deployment record."""
-    from kit.deploy import deploy as run_deploy
+    from kit.ipfs.deploy import deploy as run_deploy
 
     result = run_deploy(
         project_dir, ipfs_api=ipfs_api, pinning_service=pinning_service, gateway=gateway,
@@ -123,10 +120,10 @@ def _describe_deploy(view: dict[str, Any]) -> str:
 def verify(cid: str | None, project_dir: Path, gateways: tuple[str, ...], timeout: float,
            as_json: bool) -> None:
     """Fetch CID (default: the latest deployment's) through each gateway and re-hash it."""
-    from kit.config import check_option_url
-    from kit.deploy import verify as run_verify
+    from kit.contract.config import check_option_url
+    from kit.ipfs.deploy import verify as run_verify
     from kit.errors import CidMismatch, InputError
-    from kit.records import load_latest
+    from kit.ipfs.records import load_latest
 
     for gateway in gateways:
         check_option_url("--gateway", gateway)

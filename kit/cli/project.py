@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from kit.cli._common import emit, json_option, project_option
-from kit.config import PROVIDER_KINDS
+from kit.contract.config import PROVIDER_KINDS
 
 
 @click.command()
@@ -28,7 +28,7 @@ def init(
     gateway_url: str | None, preset: str, as_json: bool,
 ) -> None:
     """Scaffold an agent project in DIRECTORY (agent.toml, src/agent.js, tests)."""
-    from kit.project import init_project
+    from kit.contract.project import init_project
 
     files = init_project(
         directory, name=name, provider=provider, base_url=base_url, gateway_url=gateway_url,
@@ -53,7 +53,7 @@ def _describe_init(result: dict) -> str:
 @json_option
 def build(project_dir: Path, cid_version: str | None, as_json: bool) -> None:
     """Render the contract to dist/agent.js and print its CID."""
-    from kit.project import build_project
+    from kit.contract.project import build_project
 
     result = build_project(
         project_dir, cid_version=None if cid_version is None else int(cid_version)

@@ -32,7 +32,7 @@ def attest(project_dir: Path, model: str | None, pccs_url: str | None, allow_dev
     (dcap-qvl) and that report_data binds the signing address and the nonce, report the NVIDIA
     payload, and only then add the address to agent.toml provider.signing_addresses.
     Exit 1 and nothing written when any check fails."""
-    from kit.config import check_option_url
+    from kit.contract.config import check_option_url
     from kit.trust.errors import NotVerified
     from kit.trust.provider import attest_provider
 

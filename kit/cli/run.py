@@ -47,9 +47,9 @@ def run(
 ) -> None:
     """Run dist/agent.js once on one request, exactly as the gateway would."""
     from kit.cid import bytes_cid
-    from kit.config import load_config
-    from kit.project import ARTIFACT
-    from kit.runtime import BODY_METHODS, invoke, make_request
+    from kit.contract.config import load_config
+    from kit.contract.project import ARTIFACT
+    from kit.local.runtime import BODY_METHODS, invoke, make_request
 
     config = load_config(project_dir)
     contract = config.root / ARTIFACT
@@ -72,13 +72,13 @@ def run(
     except UnicodeDecodeError:
         raise InputError(f"{contract} is not UTF-8 text; rebuild it with `kit build`") from None
     answer = invoke(code, request)
-    from kit.bundle import map_trace
+    from kit.contract.bundle import map_trace
     hidden = [v for v in secrets.values() if v]
     result = {
         "status": answer.status,
         "headers": {k: _redact(v, hidden) for k, v in answer.headers.items()},
         "body": _redact(answer.body, hidden),
-        # stack traces name src/agent.js lines (kit.bundle), not the bundled file's
+        # stack traces name src/agent.js lines (kit.contract.bundle), not the bundled file's
         "logs": [_redact(map_trace(line, code), hidden) for line in answer.logs],
         "error": _redact(map_trace(answer.error, code), hidden) if answer.error else None,
         "duration_ms": answer.duration_ms,

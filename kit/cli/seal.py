@@ -60,7 +60,7 @@ def _policy(project_dir: Path, allow_dev: bool, app_address: str | None,
     from kit.trust.quotes import AttestationPolicy, sha256_app_address
 
     if (project_dir / "agent.toml").is_file():
-        from kit.config import load_config
+        from kit.contract.config import load_config
 
         verify = load_config(project_dir).verify
         app_address = app_address or verify.app_address or None
@@ -71,7 +71,7 @@ def _policy(project_dir: Path, allow_dev: bool, app_address: str | None,
     for value in mr_enclaves:
         if not _HEX32.fullmatch(value):
             raise InputError(f"--mr-enclave {value[:80]!r} is not 32 bytes of hex")
-    from kit.project import ARTIFACT
+    from kit.contract.project import ARTIFACT
 
     code = deployed_code(project_dir, str(ARTIFACT), cid) if allow_dev else None
     return AttestationPolicy(
@@ -84,12 +84,12 @@ def _policy(project_dir: Path, allow_dev: bool, app_address: str | None,
 
 
 def _gateway(project_dir: Path, gateway_url: str | None) -> str:
-    from kit.config import LOCAL_GATEWAY, check_option_url
+    from kit.contract.config import LOCAL_GATEWAY, check_option_url
 
     if gateway_url is not None:
         return check_option_url("--gateway", gateway_url)
     if (project_dir / "agent.toml").is_file():
-        from kit.config import load_config
+        from kit.contract.config import load_config
 
         return load_config(project_dir).gateway.url
     return LOCAL_GATEWAY

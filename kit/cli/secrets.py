@@ -29,7 +29,7 @@ def set_(project_dir: Path, pairs: tuple[str, ...], env_names: tuple[str, ...],
          gateway_url: str | None, replace: bool, as_json: bool) -> None:
     """Post secrets to the gateway vault for the latest deployment (the new set replaces the
     bound one: give every secret again, or pass --replace)."""
-    from kit.secrets import set_secrets
+    from kit.mech.secrets import set_secrets
 
     values = dict(parse_pairs(pairs, "secret"))
     for name in env_names:
@@ -48,8 +48,8 @@ def set_(project_dir: Path, pairs: tuple[str, ...], env_names: tuple[str, ...],
 @json_option
 def show(project_dir: Path, as_json: bool) -> None:
     """List secret names, the CID they are bound to, and whether that binding is stale."""
-    from kit.records import load_latest
-    from kit.secrets import load_binding
+    from kit.ipfs.records import load_latest
+    from kit.mech.secrets import load_binding
 
     binding = load_binding(project_dir)
     if binding is None:

@@ -1,4 +1,4 @@
-"""`kit tool`: generate the mech tool package bound to the deployed CID (kit.mechtool)."""
+"""`kit tool`: generate the mech tool package bound to the deployed CID (kit.mech.package)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def tool(project_dir: Path, packages_dir: Path | None, author: str | None, name:
          version: str | None, push: bool, ipfs_api: str | None, copyright_holder: str | None,
          used_params: bool, as_json: bool) -> None:
     """Write packages/<author>/customs/<name>/ for the latest deployment and record its hash."""
-    from kit.mechtool import ToolOptions, generate_tool
+    from kit.mech.package import ToolOptions, generate_tool
 
     options = ToolOptions(copyright_holder=copyright_holder, used_params=used_params)
     result = generate_tool(project_dir, packages_dir=packages_dir, author=author, name=name,
@@ -46,9 +46,9 @@ def tool(project_dir: Path, packages_dir: Path | None, author: str | None, name:
 
 
 def _push(project_dir: Path, package_dir: Path, package_hash: str, ipfs_api: str | None) -> str:
-    from kit.config import load_config
-    from kit.node import resolve_api
-    from kit.mechtool import push_package
+    from kit.contract.config import load_config
+    from kit.ipfs.node import resolve_api
+    from kit.mech.package import push_package
 
     api = ipfs_api or resolve_api(load_config(project_dir).ipfs.api)
     push_package(package_dir, package_hash, ipfs_api=api)

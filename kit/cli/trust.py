@@ -44,7 +44,7 @@ def _prompt(prompt: str | None, prompt_file: Path | None, delivered: str | None)
 
 def _recorded_signers(project_dir: Path, cid: Any) -> list[str]:
     """Signers the project's deployment records pin for `cid` (none without a project)."""
-    from kit.records import load_history, load_latest
+    from kit.ipfs.records import load_history, load_latest
 
     if not isinstance(cid, str) or not (project_dir / "deployments").is_dir():
         return []
@@ -134,13 +134,13 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
     from kit.trust.attestation import attest_deployment
     from kit.trust.quotes import AttestationPolicy
 
-    from kit.config import check_option_url
+    from kit.contract.config import check_option_url
 
     for option, url in (("--gateway", gateway_url), ("--pccs-url", pccs_url)):
         if url is not None:
             check_option_url(option, url)
     if (project_dir / "agent.toml").is_file():  # [verify] defaults for the flags below
-        from kit.config import load_config
+        from kit.contract.config import load_config
 
         verify = load_config(project_dir).verify
         app_address = app_address or verify.app_address or None

@@ -88,7 +88,7 @@ def check_name(name: str) -> str:
 
 def check_gateways(urls: Sequence[str]) -> tuple[str, ...]:
     """IPFS gateway URLs for the compose file: http(s), no credentials, no spaces."""
-    from kit.config import check_option_url
+    from kit.contract.config import check_option_url
 
     return tuple(check_option_url("--ipfs-gateway", url.strip()) for url in urls)
 
@@ -165,7 +165,7 @@ def load_record(project_dir: Path) -> ComposeRecord | None:
 
 
 def default_name(project_dir: Path) -> str:
-    from kit.config import load_config
+    from kit.contract.config import load_config
     from kit.errors import KitError
 
     try:

@@ -13,7 +13,7 @@
   as ``{quote_type: "tdx", quote, event_log, compose_hash}`` for `/attestation`. Never cached:
   each message (and its nonce) gets its own quote.
 
-`kit.dstack.serve.production_gateway` wires these into the runtime (`kit.runtime.WapoSource`,
+`kit.dstack.serve.production_gateway` wires these into the runtime (`kit.local.runtime.WapoSource`,
 one per CID through `GuestAgent.wapo_for`); `kit dev` never uses them.
 """
 
@@ -87,8 +87,8 @@ class GuestAgent:
         return self._compose_hash
 
     def wapo_for(self, cid: str) -> Any:
-        """The `kit.runtime.WapoSource` for the contract at `cid`."""
-        from kit.runtime import WapoSource
+        """The `kit.local.runtime.WapoSource` for the contract at `cid`."""
+        from kit.local.runtime import WapoSource
 
         return WapoSource(
             derive_secret=lambda code, salt: self.derive_secret(cid, code, salt),

@@ -1,6 +1,6 @@
 """`kit gateway serve`: the production face of the local gateway, for a dstack CVM.
 
-The same protocol and runtime as `kit dev` (`kit.gateway.LocalGateway`), without the dev
+The same protocol and runtime as `kit dev` (`kit.local.gateway.LocalGateway`), without the dev
 conveniences:
 
 - contracts come only from configured IPFS HTTP gateways (``GET <gateway>/ipfs/<cid>``) or a
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kit.errors import CidMismatch, ExternalError, InputError
-from kit.gateway import CodeNotFound, CodeStore, LocalGateway, hashes_to
-from kit.vault import Vault, VaultEntry, VaultFileInvalid
+from kit.local.gateway import CodeNotFound, CodeStore, LocalGateway, hashes_to
+from kit.local.vault import Vault, VaultEntry, VaultFileInvalid
 
 SEALING_KEY_PATH = "agent-contract-kit/vault-sealing/v1"
 WORKER_KEY_PATH = "agent-contract-kit/worker-key/v1"
@@ -66,7 +66,7 @@ def _app_key(path: str, label: bytes, endpoint: str | None, timeout: float) -> b
 
 
 class SealedVault(Vault):
-    """`kit.vault.Vault` whose file is AES-256-GCM sealed: magic || nonce || ciphertext."""
+    """`kit.local.vault.Vault` whose file is AES-256-GCM sealed: magic || nonce || ciphertext."""
 
     def __init__(self, path: Path, key: bytes) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -187,7 +187,7 @@ def production_gateway(*, gateways: Sequence[str], ipfs_api: str | None, data_di
                        port: int = 8000, max_concurrency: int = 8,
                        **options: Any) -> LocalGateway:
     """A `LocalGateway` with remote, verified code and a sealed vault (module docstring)."""
-    from kit.config import check_option_url
+    from kit.contract.config import check_option_url
 
     if not gateways and not ipfs_api:
         raise InputError("give at least one --ipfs-gateway URL or --ipfs-api address to fetch "

@@ -149,7 +149,7 @@ def attest_deployment(project_dir: Path, *, gateway_url: str | None = None,
 
     The local app address (dev quotes) is sha256 of the built contract, used only when its
     bytes still hash to the deployed CID."""
-    from kit.records import add_signers, load_latest
+    from kit.ipfs.records import add_signers, load_latest
     from kit.trust.quotes import sha256_app_address
 
     latest = load_latest(project_dir)

@@ -327,7 +327,7 @@ def contract_signing_addresses(code: bytes) -> list[str]:
 def pinned_provider_signers(project_dir: Path, cid: Any) -> list[str]:
     """The provider signers the contract at `cid` pins: read from the project's built contract
     when a deployment record names that CID and the artifact still hashes to it."""
-    from kit.records import load_history, load_latest
+    from kit.ipfs.records import load_history, load_latest
     from kit.trust.attestation import deployed_code
 
     if not isinstance(cid, str) or not (Path(project_dir) / "deployments").is_dir():
@@ -362,7 +362,7 @@ def attest_provider(project_dir: Path, *, model: str | None = None, pccs_url: st
                     collateral: Any = None, now: int | None = None) -> ProviderAttestResult:
     """Fetch the provider's report with a fresh nonce, verify every node, then (only then) add
     the attested signing addresses to agent.toml `provider.signing_addresses`."""
-    from kit.config import CONFIG_FILE, load_config
+    from kit.contract.config import CONFIG_FILE, load_config
     from kit.trust.attestation import new_nonce
 
     config = load_config(project_dir)
@@ -387,7 +387,7 @@ def add_signing_addresses(path: Path, addresses: Iterable[str]) -> list[str]:
     the file's comments and layout (tomlkit); the result is validated before the atomic write."""
     import tomlkit
 
-    from kit.config import parse_config
+    from kit.contract.config import parse_config
     from kit.fsutil import atomic_write
 
     text = path.read_text(encoding="utf-8")

@@ -14,8 +14,8 @@ from kit.trust.seal import sealed_verifier_source
 from kit.trust.tdx import tool_verifier_source as tdx_tool_verifier_source
 
 if TYPE_CHECKING:
-    from kit.config import ProjectConfig
-    from kit.records import Deployment
+    from kit.contract.config import ProjectConfig
+    from kit.ipfs.records import Deployment
 
 # The tool's verification dependencies, pinned like the kit's own (pyproject.toml): eth-account
 # for signer recovery (mech runtimes carry it through the Olas Ethereum ledger plugin), dcap-qvl

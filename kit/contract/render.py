@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from kit.config import ProjectConfig
+from kit.contract.config import ProjectConfig
 from kit.errors import InputError, KitError
 from kit.resources import contract_template_dir
 
@@ -65,9 +65,9 @@ def template_environment() -> SandboxedEnvironment:
 
 
 def _module_filter(code: str) -> str:
-    """The user module's code (kit.bundle), placed as it is: it is JavaScript, not a value. It
+    """The user module's code (kit.contract.bundle), placed as it is: it is JavaScript, not a value. It
     must not hold the wrapper's marker comments, which locate it for stack traces."""
-    from kit.bundle import END_MARKER, START_MARKER
+    from kit.contract.bundle import END_MARKER, START_MARKER
 
     if START_MARKER in code or END_MARKER in code:
         raise InputError("src/agent.js holds a kit:user-module marker comment; remove it")
@@ -131,7 +131,7 @@ def contract_parameters(config: ProjectConfig) -> dict[str, Any]:
         value = values[section][key]
         parameters.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
     if "output_schema" in parameters.get("contract", {}):  # canonical JSON text -> object
-        from kit.presets import output_schema_object
+        from kit.contract.presets import output_schema_object
 
         parameters["contract"]["output_schema"] = output_schema_object(
             parameters["contract"]["output_schema"])
@@ -140,7 +140,7 @@ def contract_parameters(config: ProjectConfig) -> dict[str, Any]:
 
 def render_parameters(parameters: dict[str, Any], user_module: str | None = None) -> bytes:
     """Render the contract template with `parameters` as its `config` object and the user
-    module's code (kit.bundle: already checked, placed as it is), if any."""
+    module's code (kit.contract.bundle: already checked, placed as it is), if any."""
     from jinja2 import TemplateError
 
     try:
@@ -153,9 +153,9 @@ def render_parameters(parameters: dict[str, Any], user_module: str | None = None
 
 
 def render_contract(config: ProjectConfig) -> bytes:
-    """The contract for `config` with its user module (src/agent.js, kit.bundle), as the bytes
+    """The contract for `config` with its user module (src/agent.js, kit.contract.bundle), as the bytes
     written to `dist/agent.js`."""
-    from kit.bundle import check_syntax, load_module
+    from kit.contract.bundle import check_syntax, load_module
 
     module = load_module(config.root)
     if module is not None:

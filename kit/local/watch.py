@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kit.config import CONFIG_FILE
+from kit.contract.config import CONFIG_FILE
 from kit.errors import KitError
 
 SOURCE_DIR = "src"
@@ -85,7 +85,7 @@ def changed_paths(before: Snapshot, after: Snapshot) -> tuple[str, ...]:
 class ProjectWatcher:
     """Polls a project and rebuilds it on change, reporting each rebuild to `on_event`.
 
-    `build` returns the new CID or raises KitError; it defaults to `kit.project.build_project`.
+    `build` returns the new CID or raises KitError; it defaults to `kit.contract.project.build_project`.
     """
 
     def __init__(
@@ -139,6 +139,6 @@ class ProjectWatcher:
 
 
 def _build_cid(project_dir: Path) -> str:
-    from kit.project import build_project
+    from kit.contract.project import build_project
 
     return build_project(project_dir).cid

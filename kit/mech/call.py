@@ -45,14 +45,14 @@ class KeyChain:
 class UsageCounter:
     """A token-cost callback with the mech's interface (TokenCounterCallback.__call__(model,
     token_counter, **kwargs) with `input_tokens`/`output_tokens` or `*_prompt` texts) that
-    refuses models outside kit.mechtool.MECH_PRICED_MODELS with ValueError, as the mech does."""
+    refuses models outside kit.mech.package.MECH_PRICED_MODELS with ValueError, as the mech does."""
 
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
 
     def __call__(self, model: str, token_counter: Callable[[str, str], int],
                  **kwargs: Any) -> None:
-        from kit.mechtool import MECH_PRICED_MODELS
+        from kit.mech.package import MECH_PRICED_MODELS
 
         counts = {}
         for kind in ("input", "output"):
@@ -94,8 +94,8 @@ def load_tool(package_dir: Path) -> tuple[Callable[..., Any], dict[str, Any]]:
 
 def call(project_dir: Path, prompt: str, *, model: str | None = None) -> CallResult:
     """Run the generated tool for this project once, against its deployed CID."""
-    from kit.config import load_config
-    from kit.secrets import load_binding
+    from kit.contract.config import load_config
+    from kit.mech.secrets import load_binding
 
     project_dir = Path(project_dir)
     config = load_config(project_dir)

@@ -65,7 +65,7 @@ def node_package_dir() -> Path:
     """`KIT_IPFS_NODE_DIR`, else `scripts/ipfs-node` of the source checkout the kit runs from."""
     if os.environ.get("KIT_IPFS_NODE_DIR"):
         return Path(os.environ["KIT_IPFS_NODE_DIR"]).expanduser()
-    return Path(__file__).resolve().parent.parent / "scripts" / "ipfs-node"
+    return Path(__file__).resolve().parents[2] / "scripts" / "ipfs-node"
 
 
 def _jsipfs_binary() -> Path:
@@ -388,7 +388,7 @@ def running_node(repo: Path | None = None) -> NodeInfo | None:
 
 def resolve_api(configured: str) -> str:
     """The node `kit node up` runs when agent.toml names the default address, else that address."""
-    from kit.config import LOCAL_IPFS_API
+    from kit.contract.config import LOCAL_IPFS_API
 
     node = running_node() if configured == LOCAL_IPFS_API else None
     return node.api if node is not None else configured

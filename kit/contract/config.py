@@ -200,9 +200,9 @@ class PrivacyConfig:
 @dataclass(frozen=True)
 class ContractConfig:
     """[contract] (issue 13): the preset and, for "json", the schema the answer must meet
-    (canonical JSON text; kit.presets checks it and documents the supported subset)."""
+    (canonical JSON text; kit.contract.presets checks it and documents the supported subset)."""
 
-    preset: str = "chat"  # one of kit.presets.PRESETS
+    preset: str = "chat"  # one of kit.contract.presets.PRESETS
     output_schema: str = ""
 
 
@@ -405,7 +405,7 @@ def _verify(t: _Section) -> VerifyConfig:
 
 
 def _contract(t: _Section) -> ContractConfig:
-    from kit.presets import PRESETS, canonical_output_schema
+    from kit.contract.presets import PRESETS, canonical_output_schema
 
     preset = t.choice("preset", "chat", PRESETS)
     schema = canonical_output_schema(t.key("output_schema"), t.table.get("output_schema"), preset)

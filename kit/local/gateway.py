@@ -2,8 +2,8 @@
 
 - `ANY /ipfs/<cid>[/sub/path]?...` loads the contract by CID (the IPFS node first, then the
   project's `dist/agent.js`), re-hashes the bytes and refuses any that do not hash to the CID,
-  serializes the request (gen-1), runs it in `kit.runtime` and answers what the contract answered.
-- `POST /vaults`, `GET /vaults/<key>/<token>`: the vault (`kit.vault`).
+  serializes the request (gen-1), runs it in `kit.local.runtime` and answers what the contract answered.
+- `POST /vaults`, `GET /vaults/<key>/<token>`: the vault (`kit.local.vault`).
 - `GET /logs/all/ipfs/<cid>[?format=json|text&limit=N&requestId=ID]`: recent invocation logs,
   newest first, with the full request URL as the real gateway logs it (so anything in a query
   string is public) and the contract's console lines; never request bodies or vault data.
@@ -15,7 +15,7 @@ the contract; the gen-1 request only defines GET, POST, PUT and PATCH, so other 
 
 HTTP hardening: a request whose Content-Length headers disagree is refused (400) and its
 connection closed, as is any chunked body (411); JSON nested past Python's stack is a 400. Each
-contract run has its own wall-clock limit (`kit.runtime.Limits.time_seconds`).
+contract run has its own wall-clock limit (`kit.local.runtime.Limits.time_seconds`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from kit import jsonsafe
 from kit.errors import CidMismatch, InputError, KitError
-from kit.httpserver import BackgroundServer, KeepAliveHandler
+from kit.local.httpserver import BackgroundServer, KeepAliveHandler
 
 if TYPE_CHECKING:
-    from kit.runtime import Limits, WapoSource
+    from kit.local.runtime import Limits, WapoSource
 
 MAX_BODY_BYTES = 1 << 20
 CODE_CACHE_ENTRIES = 64
@@ -123,7 +123,7 @@ class CodeStore:
     def _from_ipfs(self, cid: str) -> bytes | None:
         if not self.ipfs_api:
             return None
-        from kit.ipfs import IpfsClient
+        from kit.ipfs.client import IpfsClient
 
         try:
             return IpfsClient(self.ipfs_api, timeout=self.ipfs_timeout).cat(cid)
@@ -133,7 +133,7 @@ class CodeStore:
     def _from_project(self, cid: str) -> bytes | None:
         if self.project_dir is None:
             return None
-        from kit.project import ARTIFACT
+        from kit.contract.project import ARTIFACT
 
         path = self.project_dir / ARTIFACT
         try:
@@ -222,8 +222,8 @@ class LocalGateway:
         on_invocation: Callable[[str, str, list[str], str | None], None] | None = None,
         wapo_for: Callable[[str], WapoSource] | None = None,
     ) -> None:
-        from kit.runtime import Limits
-        from kit.vault import Vault
+        from kit.local.runtime import Limits
+        from kit.local.vault import Vault
 
         self.code = CodeStore(project_dir, ipfs_api, ipfs_timeout)
         self.vault = Vault(vault_path)
@@ -300,7 +300,7 @@ class LocalGateway:
             self._slots.release()
 
     def _run(self, request: IncomingRequest, cid: str, code: str) -> Reply:
-        from kit.runtime import invoke, make_request
+        from kit.local.runtime import invoke, make_request
 
         split = urlsplit(request.target)
         query_pairs = parse_qsl(split.query, keep_blank_values=True)
@@ -340,7 +340,7 @@ class LocalGateway:
         return json_reply(200, {"token": entry.token, "key": entry.key, "succeed": True})
 
     def _read_secret(self, key: str, token: str) -> Reply:
-        from kit.vault import VaultKeyUnknown, VaultTokenRejected
+        from kit.local.vault import VaultKeyUnknown, VaultTokenRejected
 
         try:
             data = self.vault.read(key, token)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kit.config import CID_VERSIONS, CONFIG_FILE, ProjectConfig, load_config, parse_config
+from kit.contract.config import CID_VERSIONS, CONFIG_FILE, ProjectConfig, load_config, parse_config
 from kit.errors import ConfigError, InputError
 from kit.fsutil import atomic_write
 from kit.resources import templates_dir
@@ -54,7 +54,7 @@ SCAFFOLD: dict[str, str] = {
     "gitignore.j2": ".gitignore",
     "README.md.j2": "README.md",
     "test_agent.py.j2": "tests/test_agent.py",
-    "agent.js.j2": "src/agent.js",  # the user module (kit.bundle), per preset
+    "agent.js.j2": "src/agent.js",  # the user module (kit.contract.bundle), per preset
     "agent.toml.j2": CONFIG_FILE,  # last: a failed init can simply be run again
 }
 
@@ -83,9 +83,9 @@ def toml_value(value: Any) -> str:
 
 
 def _scaffold_environment() -> SandboxedEnvironment:
-    from kit.render import sandboxed_environment
+    from kit.contract.render import sandboxed_environment
 
-    from kit.presets import schema_toml
+    from kit.contract.presets import schema_toml
 
     return sandboxed_environment(templates_dir() / "project",
                                  {"toml": toml_value, "schema_toml": schema_toml},
@@ -103,7 +103,7 @@ def _settings(name: str, provider: str, overrides: dict[str, Any]) -> dict[str, 
         section, key = OVERRIDES[option]
         settings.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
     if settings.get("contract", {}).get("preset") == "json":
-        from kit.presets import DEFAULT_JSON_SCHEMA
+        from kit.contract.presets import DEFAULT_JSON_SCHEMA
 
         settings["contract"]["output_schema"] = DEFAULT_JSON_SCHEMA
     return settings
@@ -179,7 +179,7 @@ def build_project(project_dir: Path, *, cid_version: int | None = None) -> Build
     The CID is computed before writing, so a failed build leaves the previous artifact intact.
     """
     from kit.cid import bytes_cid
-    from kit.render import TEMPLATE_VERSION, render_contract
+    from kit.contract.render import TEMPLATE_VERSION, render_contract
 
     config = load_config(project_dir)
     version = config.ipfs.cid_version if cid_version is None else cid_version

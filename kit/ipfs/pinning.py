@@ -27,7 +27,7 @@ from kit.errors import InputError, KitError, NodeUnavailable, PinningError
 if TYPE_CHECKING:
     import requests
 
-    from kit.ipfs import IpfsClient
+    from kit.ipfs.client import IpfsClient
 
 PINNING_TOKEN_ENV = "KIT_PINNING_TOKEN"
 PINATA_TOKEN_ENV = "PINATA_JWT"
@@ -73,7 +73,7 @@ class NodePinner:
         self.client = client
 
     def pin(self, data: bytes, cid: str, filename: str, cid_version: int) -> Pinned:
-        from kit.ipfs import same_content
+        from kit.ipfs.client import same_content
 
         before = self.client.pins()
         returned = self.client.add_bytes(data, cid_version=cid_version, name=filename)
@@ -386,7 +386,7 @@ class PinataPinner:
 
 def _normalised(cid: str, service: str) -> str:
     from kit.cid import is_valid_cid
-    from kit.ipfs import normalise_cid
+    from kit.ipfs.client import normalise_cid
 
     if not isinstance(cid, str) or not is_valid_cid(cid):
         raise PinningError(f"{service} answered with an invalid CID {cid!r:.80}")

@@ -33,8 +33,8 @@ from kit.resources import templates_dir
 if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment
 
-    from kit.config import ProjectConfig
-    from kit.records import Deployment
+    from kit.contract.config import ProjectConfig
+    from kit.ipfs.records import Deployment
 
 COMPONENT_FILE = "component.yaml"
 PACKAGES_FILE = "packages.json"
@@ -77,7 +77,7 @@ class ToolResult:
     name: str
     changed: bool = True
     warnings: tuple[str, ...] = ()
-    metadata_path: Path | None = None  # the mech's tool metadata (kit.mech_metadata)
+    metadata_path: Path | None = None  # the mech's tool metadata (kit.mech.metadata)
 
     @property
     def public_id(self) -> str:
@@ -177,7 +177,7 @@ def _python_list(values: list[str]) -> str:
 
 
 def _environment() -> SandboxedEnvironment:
-    from kit.render import sandboxed_environment
+    from kit.contract.render import sandboxed_environment
 
     filters = {"py": _python_literal, "pylist": _python_list, "yaml": _yaml_scalar}
     return sandboxed_environment(templates_dir() / "mech_tool", filters, trim_blocks=True)
@@ -315,7 +315,7 @@ def _build_package(context: dict[str, Any], tests: dict[str, bytes]) -> _Package
 
 
 def _latest_deployment(project_dir: Path) -> Deployment:
-    from kit.records import load_latest
+    from kit.ipfs.records import load_latest
 
     deployment = load_latest(project_dir)
     if deployment is None:
@@ -436,7 +436,7 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
                   name: str | None = None, version: str | None = None,
                   options: ToolOptions | None = None) -> ToolResult:
     """Write the mech tool package for the latest deployment and record its hash."""
-    from kit.config import load_config
+    from kit.contract.config import load_config
 
     project_dir = Path(project_dir)
     config = load_config(project_dir)
@@ -493,8 +493,8 @@ def generate_tool(project_dir: Path, *, packages_dir: Path | None = None, author
 
 def _write_metadata(packages_dir: Path, tools: list[str], name: str, config: ProjectConfig,
                     description: str) -> Path:
-    """metadata.json beside packages/, as the mech's scripts keep it (kit.mech_metadata)."""
-    from kit.mech_metadata import METADATA_FILE, write_metadata
+    """metadata.json beside packages/, as the mech's scripts keep it (kit.mech.metadata)."""
+    from kit.mech.metadata import METADATA_FILE, write_metadata
 
     path = packages_dir.parent / METADATA_FILE
     write_metadata(path, tools, name, description, config.contract.preset)
@@ -511,7 +511,7 @@ def push_package(package_dir: Path, expected_hash: str, *, ipfs_api: str,
     after unpinning what it added.
     """
     from kit.cid import to_cidv1_base32
-    from kit.ipfs import IpfsClient
+    from kit.ipfs.client import IpfsClient
 
     client = IpfsClient(ipfs_api, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="kit-push-") as staging:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from kit.errors import CidMismatch, GatewayError, KitError, PinningError, map_os_errors
 
 if TYPE_CHECKING:
-    from kit.config import ProjectConfig
-    from kit.ipfs import IpfsClient
-    from kit.pinning import Pinned, Pinner
-    from kit.project import BuildResult
-    from kit.records import Deployment
+    from kit.contract.config import ProjectConfig
+    from kit.ipfs.client import IpfsClient
+    from kit.ipfs.pinning import Pinned, Pinner
+    from kit.contract.project import BuildResult
+    from kit.ipfs.records import Deployment
 
 Progress = Callable[[str], None]
 DEFAULT_TIMEOUT = 30.0
@@ -85,8 +85,8 @@ def deploy(
 
     Deploys of one project take turns (the records lock, held from the build to the record).
     A failed deploy removes the pins it added (on the node and, once pinned, on the service)."""
-    from kit.config import check_option_ipfs_api, check_option_url, load_config
-    from kit.records import records_lock
+    from kit.contract.config import check_option_ipfs_api, check_option_url, load_config
+    from kit.ipfs.records import records_lock
 
     if ipfs_api is not None:
         check_option_ipfs_api("--ipfs-api", ipfs_api)
@@ -105,11 +105,11 @@ def _deploy_locked(config: ProjectConfig, steps: _Steps, *, ipfs_api: str | None
                    pinning_service: str | None, gateway: str | None, cid_version: int | None,
                    timeout: float) -> DeployResult:
     from kit.cid import bytes_cid
-    from kit.ipfs import IpfsClient
-    from kit.node import resolve_api
-    from kit.pinning import make_pinner
-    from kit.project import build_project
-    from kit.records import load_history, load_latest, record
+    from kit.ipfs.client import IpfsClient
+    from kit.ipfs.node import resolve_api
+    from kit.ipfs.pinning import make_pinner
+    from kit.contract.project import build_project
+    from kit.ipfs.records import load_history, load_latest, record
 
     load_latest(config.root), load_history(config.root)  # a corrupt record fails before pinning
     with steps.step("render", "rendering the contract"):
@@ -148,7 +148,7 @@ def _keep_signers(project_dir: Path, deployment: Deployment) -> Deployment:
     """A re-deploy of the same CID keeps the signers attested for it."""
     from dataclasses import replace
 
-    from kit.records import load_latest
+    from kit.ipfs.records import load_latest
 
     latest = load_latest(project_dir)
     if latest is None or latest.cid != deployment.cid:
@@ -160,7 +160,7 @@ def _attest_signer(project_dir: Path, deployment: Deployment, warnings: list[str
     """Attest the answer signer at the gateway and record it; a failure is a warning, never a
     failed deploy (`kit attest` retries it). Production checks, except that a loopback gateway
     (the kit's own local runtime on this machine) may answer with a dev quote."""
-    from kit.records import load_latest
+    from kit.ipfs.records import load_latest
     from kit.trust.attestation import attest_deployment, is_loopback
     from kit.trust.quotes import AttestationPolicy
 
@@ -230,7 +230,7 @@ def _attempt(action: Callable[[], None], done: str, failed: str) -> str:
 
 
 def _stale_secrets_warning(project_dir: Path, cid: str) -> list[str]:
-    from kit.secrets import load_binding
+    from kit.mech.secrets import load_binding
 
     binding = load_binding(project_dir)
     if binding is None or binding.cid == cid:
@@ -242,7 +242,7 @@ def _stale_secrets_warning(project_dir: Path, cid: str) -> list[str]:
 def _deployment(config: ProjectConfig, build: BuildResult, cid: str, verified_via: str,
                 backend: str) -> Deployment:
     from kit import __version__
-    from kit.records import Deployment, utc_now
+    from kit.ipfs.records import Deployment, utc_now
 
     return Deployment(
         cid=cid, cid_version=build.cid_version, gateway_url=config.gateway.url,
@@ -302,7 +302,7 @@ def verify_one(cid: str, gateway: str, *, timeout: float = DEFAULT_TIMEOUT,
                expected_size: int | None = None) -> GatewayCheck:
     """Fetch `<gateway>/ipfs/<cid>` and re-hash it with the recipe of the CID's version."""
     from kit.cid import bytes_cid, cid_version_of
-    from kit.ipfs import normalise_cid
+    from kit.ipfs.client import normalise_cid
 
     version = cid_version_of(cid)
     gateway = gateway.rstrip("/")

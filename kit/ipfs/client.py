@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from kit.cid import cid_version_of, to_cidv1_base32
-from kit.config import LOCAL_IPFS_API
+from kit.contract.config import LOCAL_IPFS_API
 from kit.errors import InputError, NodeUnavailable, PinningError
 
 if TYPE_CHECKING:
@@ -137,7 +137,7 @@ class IpfsClient:
 
     def gateway_url(self) -> str:
         """The node's own HTTP gateway, read from its config (0.0.0.0 becomes 127.0.0.1)."""
-        from kit.node import multiaddr_to_url
+        from kit.ipfs.node import multiaddr_to_url
 
         with self._calling("config Addresses.Gateway", error=NodeUnavailable):
             answer = self._rpc().config.get()

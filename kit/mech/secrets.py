@@ -59,8 +59,8 @@ def set_secrets(
 
     The gateway keeps one set per vault key and a new set replaces the bound one, so a secret
     bound now but not given again would be dropped: refused unless `replace` is true."""
-    from kit.config import check_option_url, load_config
-    from kit.records import load_latest
+    from kit.contract.config import check_option_url, load_config
+    from kit.ipfs.records import load_latest
 
     if not values:
         raise InputError("no secrets given; pass NAME=VALUE or --from-env NAME")

@@ -46,7 +46,7 @@ from typing import Any
 
 from kit import jsonsafe
 from kit.errors import InputError
-from kit.httpserver import BackgroundServer, KeepAliveHandler
+from kit.local.httpserver import BackgroundServer, KeepAliveHandler
 
 STAND_IN_LABEL = "kit-stand-in"
 DEFAULT_API_KEY = "mock-llm-key"

@@ -1,0 +1,1 @@
+"""The contract: typed config, rendering, bundling the user module, presets, init and build."""

@@ -1,0 +1,1 @@
+"""IPFS: the RPC client, the local node, pinning backends, deploy and deployment records."""

@@ -1,0 +1,1 @@
+"""The mech tool: package generation, tool metadata, vault secrets, invoking as a mech does."""
