@@ -221,6 +221,21 @@ def test_invalid_json_is_reported_once(package: Path) -> None:
     assert len(gateway.requests) == 1
 
 
+def test_deeply_nested_answers_are_refused_without_crashing_the_mech(package: Path) -> None:
+    import eth_account  # noqa: F401  # its py_ecc raises the recursion limit: the premise
+
+    # With that limit, plain json.loads of this body kills the process (tests/test_jsonsafe.py
+    # shows it in a control); the tool measures nesting first.
+    assert sys.getrecursionlimit() >= 100_000
+    deep = b"[" * 200_000 + b"]" * 200_000
+    api_keys = keys()
+    result, gateway = against(package, [(200, deep, {}, 0.0)], api_keys)
+    assert_failure(result, api_keys, "HTTP 200 with a body that is not JSON")
+    result, gateway = against(package, [(400, deep, {}, 0.0)], api_keys)
+    assert_failure(result, api_keys, "HTTP 400")
+    assert len(gateway.requests) == 1
+
+
 def test_answer_without_message_is_reported(package: Path) -> None:
     api_keys = keys()
     result, gateway = against(package, [json_reply(200, {"model": "m", "usage": {}})], api_keys)
