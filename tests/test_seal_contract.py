@@ -273,3 +273,43 @@ def test_the_sealing_code_runs_alike_in_phalas_engine(contract: str, tmp_path: P
     assert opened_prompt == prompt
     _, inner = open_result({"sealed_answer": sealed_answer})
     assert inner == {"answer": "yes 😀", "model": "model-a", "nonce": "7a" * 32}
+
+
+# ---- the user's handler runs for sealed prompts too ----------------------------------------
+
+
+def build_with_module(project: Path, module: str) -> str:
+    from kit.contract.project import build_project
+
+    (project / "src").mkdir(exist_ok=True)
+    (project / "src" / "agent.js").write_text(module, encoding="utf-8")
+    build_project(project)
+    return (project / "dist" / "agent.js").read_text(encoding="utf-8")
+
+
+def test_a_sealed_prompt_goes_through_the_users_handler(sealed_project: Path,
+                                                        mock_llm: Any) -> None:
+    code = build_with_module(sealed_project, (
+        "export async function handle(input, ctx) {\n"
+        "  const reply = await ctx.complete({ prompt: 'rephrase: ' + input.prompt });\n"
+        "  return 'handled ' + reply.text + ' ' + ctx.hash('sha256', input.prompt);\n}\n"))
+    answer = run(code, {"sealed": seal_with_eciespy(code, inner_request()), "v": 1})
+    assert answer.status == 200, answer.body
+    body = json.loads(answer.body)
+    assert CANARY not in answer.body
+    _, inner = open_result(body)
+    expected = ("handled " + stand_in_answer("rephrase: " + CANARY) + " "
+                + hashlib.sha256(CANARY.encode()).hexdigest())
+    assert inner["answer"] == expected
+    assert body["proof"]["answer_sha256"] == salted("7a" * 32, expected)
+
+
+def test_a_failing_handler_on_a_sealed_prompt_keeps_the_prompt_out_of_the_error(
+        sealed_project: Path) -> None:
+    code = build_with_module(sealed_project, (
+        "export async function handle(input, ctx) {\n"
+        "  throw new Error('cannot answer: ' + input.prompt);\n}\n"))
+    answer = run(code, {"sealed": seal_with_eciespy(code, inner_request()), "v": 1})
+    assert answer.status == 500
+    assert json.loads(answer.body)["error"]["code"] == "handler_error"
+    assert CANARY not in answer.body and CANARY not in "".join(answer.logs)
