@@ -40,7 +40,7 @@ from bench_runtime import (  # noqa: E402 - the sibling script's load generator 
 
 CLIENTS = 8
 TARGET_RATIO = 0.90  # serve's req/s at least 90% of dev's
-VECTORS = Path("/work/shared/vectors/dcap-qvl")
+VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "dcap-qvl"
 IMAGE = "localhost/kit-gateway:bench@sha256:" + "0" * 64
 
 

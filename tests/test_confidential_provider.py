@@ -8,7 +8,7 @@ Oracles, independent of the kit's code:
   vllm-proxy/verifiers/attestation_verifier.py `check_report_data`: the 20 address bytes,
   zero-padded on the right to 32, then the 32-byte nonce;
 - the TDX v4 quote layout (48-byte header, report_data at body offset 520), sliced by hand;
-- dcap-qvl called directly, and the real TDX sample of /work/shared/vectors/dcap-qvl/
+- dcap-qvl called directly, and the real TDX sample of shared/vectors/dcap-qvl/
   (Phala-Network/dcap-qvl `sample/`, commit 9bffe30b, see SOURCE.md there), used as it is;
 - tomllib for the rewritten agent.toml.
 Every server binds 127.0.0.1; every wait is bounded.
@@ -31,6 +31,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
+from fixtures.vectors import DCAP_QVL
 from fixtures.servers import MOCK_LLM_KEY
 
 if sys.version_info >= (3, 11):
@@ -38,9 +39,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-VECTORS = next((path for path in (Path(__file__).resolve().parents[2] / "shared" / "vectors"
-                                  / "dcap-qvl", Path("/work/shared/vectors/dcap-qvl"))
-                if path.is_dir()), Path("/work/shared/vectors/dcap-qvl"))
+VECTORS = DCAP_QVL
 STAND_IN_SEED = b"kit mock-llm confidential stand-in signing key v1 (public, never secret)"
 REPORT_DATA_AT = 48 + 520  # TDX v4: header, then report_data at offset 520 of the TD report
 AUTH = {"authorization": f"Bearer {MOCK_LLM_KEY}"}

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import requests
 
+from fixtures.vectors import DCAP_QVL
 from fixtures.ipfs_node import oracle_cid, reply, standin_http
 from fixtures.servers import MOCK_LLM_KEY
 from kit.dstack.compose import app_compose
@@ -291,12 +292,12 @@ def test_guest_agent_failure_reaches_the_contract_as_an_error(contract, socket_d
 
 
 # -- the generated tool's copy of the TDX check gives the kit's verdicts -----------------------
-# Vectors as in tests/test_tdx.py: /work/shared/vectors/dcap-qvl/tdx_quote (+ collateral), a real
+# Vectors as in tests/test_tdx.py: shared/vectors/dcap-qvl/tdx_quote (+ collateral), a real
 # Intel TDX quote from Phala-Network/dcap-qvl `sample/` (commit 9bffe30b, see SOURCE.md there);
 # tests/data/dstack_simulator/{quote.hex, eventlog.json} from Phala-Network/dstack
 # `sdk/simulator/` (commit 45fe4b4a).
 
-VECTORS = Path("/work/shared/vectors/dcap-qvl")
+VECTORS = DCAP_QVL
 DSTACK = Path(__file__).parent / "data" / "dstack_simulator"
 DSTACK_COMPOSE_HASH = "ea549f02e1a25fabd1cb788380e033ec5461b2ffe4328d753642cf035452e48b"
 

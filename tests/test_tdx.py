@@ -1,7 +1,7 @@
 """kit.trust.tdx against real TDX data.
 
 Vectors (used as they are):
-- /work/shared/vectors/dcap-qvl/tdx_quote + tdx_quote_collateral.json: a real Intel TDX v4
+- shared/vectors/dcap-qvl/tdx_quote + tdx_quote_collateral.json: a real Intel TDX v4
   quote and its collateral, from Phala-Network/dcap-qvl `sample/` at commit 9bffe30b (see
   SOURCE.md there). It verifies with dcap-qvl inside its collateral's validity window. Its
   RTMR3 is all zeros (no runtime events): it is not a dstack CVM's quote.
@@ -23,15 +23,14 @@ import dcap_qvl
 import pytest
 from dstack_sdk.dstack_client import GetQuoteResponse, replay_rtmr as sdk_replay_rtmr
 
+from fixtures.vectors import DCAP_QVL
 from kit.dstack.simulator import GuestAgentStandIn
 from kit.errors import InputError
 from kit.trust import tdx
 from kit.trust.errors import NotVerified
 
 # shared/ sits beside the repository (CI copies it there); /work/shared on a session machine
-VECTORS = next((path for path in (Path(__file__).resolve().parents[2] / "shared" / "vectors"
-                                  / "dcap-qvl", Path("/work/shared/vectors/dcap-qvl"))
-                if path.is_dir()), Path("/work/shared/vectors/dcap-qvl"))
+VECTORS = DCAP_QVL
 DSTACK = Path(__file__).parent / "data" / "dstack_simulator"
 DSTACK_COMPOSE_HASH = "ea549f02e1a25fabd1cb788380e033ec5461b2ffe4328d753642cf035452e48b"
 

@@ -1,6 +1,6 @@
 """Quotes and attestations (kit.trust): the real SGX sample, dev quotes, the /attestation checks.
 
-Test data: /work/shared/vectors/dcap-qvl/ (copied unchanged from Phala-Network/dcap-qvl, folder
+Test data: shared/vectors/dcap-qvl/ (copied unchanged from Phala-Network/dcap-qvl, folder
 `sample/`, commit 9bffe30b4da53acc05f2e3a36fafc0f6418973b8, MIT; see SOURCE.md there): a real
 SGX DCAP quote (v3) with its collateral, which verifies at tcb_info's issueDate + 60 s with
 status ConfigurationAndSWHardeningNeeded (recorded in SOURCE.md). Offsets in the quote come from
@@ -31,12 +31,13 @@ from Crypto.Signature import eddsa
 
 from test_trust_answer import SIGNER
 
+from fixtures.vectors import DCAP_QVL
 from kit.trust import sgx
 from kit.trust.attestation import verify_attestation
 from kit.trust.errors import NotVerified
 from kit.trust.quotes import AttestationPolicy
 
-VECTORS = Path("/work/shared/vectors/dcap-qvl")
+VECTORS = DCAP_QVL
 HEADER_BYTES, MR_ENCLAVE_AT, REPORT_DATA_AT = 48, 64, 320
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 ENCRYPTION_KEY = "02" + "ab" * 32
