@@ -142,6 +142,15 @@ def test_deploy_with_a_malformed_ipfs_api(address: str, project_factory: Callabl
     assert tree(project) == before
 
 
+@pytest.mark.parametrize("address", ["garbage", "/ip4/127.0.0.1/tcp/99999/http"])
+def test_dev_with_a_malformed_ipfs_api(address: str, tmp_path: Path) -> None:
+    # a subprocess, bounded: were the option not checked, `kit dev` would serve until stopped
+    done = subprocess.run([sys.executable, "-m", "kit", "dev", "-C", str(tmp_path), "--port", "0",
+                           "--ipfs-api", address], capture_output=True, text=True, timeout=30)
+    assert_refused((done.returncode, done.stdout, done.stderr), "--ipfs-api")
+    assert list(tmp_path.iterdir()) == []
+
+
 MALFORMED_URLS = ["not a url", "ftp://x.test", "http//127.0.0.1:8000", "http://",
                   "http://127.0.0.1:8000\n", "http://127.0.0.1:99999", "http://u:p@127.0.0.1"]
 

@@ -47,11 +47,13 @@ def dev(project_dir: Path, host: str, port: int, ipfs_api: str | None, watch: bo
     With an agent.toml in the project directory the contract is built first and served under
     its CID; any other CID is loaded from the IPFS node and re-hashed before it runs.
     """
-    from kit.contract.config import CONFIG_FILE, LOCAL_IPFS_API, load_config
+    from kit.contract.config import CONFIG_FILE, LOCAL_IPFS_API, check_option_ipfs_api, load_config
     from kit.local.gateway import LocalGateway
     from kit.ipfs.node import resolve_api
     from kit.contract.project import build_project
 
+    if ipfs_api:
+        check_option_ipfs_api("--ipfs-api", ipfs_api)
     cid = None
     configured = LOCAL_IPFS_API
     if (project_dir / CONFIG_FILE).exists():

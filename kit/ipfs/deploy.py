@@ -134,7 +134,7 @@ def _deploy_locked(config: ProjectConfig, steps: _Steps, *, ipfs_api: str | None
                                                         pinner.name))
     with steps.step("record", "writing deployments/latest.json and history.json"):
         recorded = record(config.root, deployment)
-    warnings = _stale_secrets_warning(config.root, local_cid)
+    warnings = [*undo.pinned.notes, *_stale_secrets_warning(config.root, local_cid)]
     with steps.step("attest", f"recording the answer signer attested at {config.gateway.url}"):
         deployment = _attest_signer(config.root, deployment, warnings)
     return DeployResult(
