@@ -96,7 +96,8 @@
   }
 
   const log = (level) => (...args) => { call("log", level, args.map(describe).join(" ")); };
-  g.console = { log: log("log"), info: log("info"), warn: log("warn"), error: log("error"), debug: log("debug") };
+  // log/info/warn/error only, as WapoJS's console and phatjs: no console.debug in production.
+  g.console = { log: log("log"), info: log("info"), warn: log("warn"), error: log("error") };
   g.print = g.console.log;
   const reportUncaught = (where, error) => g.console.error(`Uncaught (in ${where})`, error);
 
