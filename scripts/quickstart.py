@@ -9,6 +9,11 @@ quote come from the guest agent, the attestation (a TDX *dev* quote, accepted on
 quickstart allows dev quotes) is verified against the compose hash, and the answer's proof is
 checked against the attested signer.
 
+With `--confidential` the provider is the stand-in's confidential kind (`kit mock-llm
+--confidential`): `kit provider attest --allow-dev-quote` pins its signing address in agent.toml
+(a dev quote: the stand-in has no GPU TEE), the contract refuses any completion that address did
+not sign, and both signers, provider and contract, are checked in the delivered proof.
+
 Prints the CID, the tool's package hash and the answer, then stops what it started (the IPFS
 node only if it was not already running). Running it again reuses the project. Exit codes: 0
 when the tool answered, 1 when something outside failed, 2 on bad input.
@@ -36,7 +41,8 @@ STAND_IN_IMAGE = "localhost/kit-gateway:quickstart-stand-in@sha256:" + hashlib.s
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=ROOT / "hello-agent", help="project directory")
+    parser.add_argument("--dir", type=Path, help="project directory (default: hello-agent, or "
+                                                 "hello-confidential-agent with --confidential)")
     parser.add_argument("--ipfs-repo", type=Path, help="IPFS repository (default: per user)")
     parser.add_argument("--ipfs-api-port", type=int, default=5002)
     parser.add_argument("--ipfs-gateway-port", type=int, default=9090)
@@ -50,7 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also a private round trip (issue 14): seal the prompt to the "
                              "contract's attested key, call through the mech tool, decrypt "
                              "and verify the sealed answer")
-    return parser.parse_args(argv)
+    parser.add_argument("--confidential", action="store_true",
+                        help="a confidential provider (the stand-in's, with a dev attestation): "
+                             "the contract checks the provider's signature of every completion")
+    args = parser.parse_args(argv)
+    if args.dir is None:
+        args.dir = ROOT / ("hello-confidential-agent" if args.confidential else "hello-agent")
+    return args
 
 
 def run(args: argparse.Namespace, say=print) -> str:
@@ -75,19 +87,21 @@ def run(args: argparse.Namespace, say=print) -> str:
             cleanup.callback(node.down, args.ipfs_repo)
         say(f"ipfs node   {info.api} ({'started' if started else 'already running'})")
         if not (project / "agent.toml").exists():
-            init_project(project, name="hello-agent", provider="openai-compatible",
+            init_project(project, name=project.name,
+                         provider="confidential" if args.confidential else "openai-compatible",
                          base_url=f"http://127.0.0.1:{args.llm_port}/v1",
                          gateway_url=f"http://127.0.0.1:{args.gateway_port}", ipfs_api=info.api)
             say(f"init        {project}")
         if args.private:
             _enable_sealed_requests(project, say)
+        llm = MockLLM(port=args.llm_port, confidential=args.confidential)
+        say(f"stand-in LLM {llm.start()} (a stand-in for the provider, not a real model)")
+        cleanup.callback(llm.stop)
+        if args.confidential:
+            _attest_provider(project, say)
         say(f"build       {build_project(project).cid}")
         result = deploy(project, ipfs_api=info.api)
         say(f"deploy      {result.cid} pinned and verified through {result.verified_via}")
-
-        llm = MockLLM(port=args.llm_port)
-        say(f"stand-in LLM {llm.start()} (a stand-in for the provider, not a real model)")
-        cleanup.callback(llm.stop)
         if args.runtime == "dstack":
             gateway = _dstack_gateway(project, info.gateway_url, args.gateway_port, cleanup, say)
         else:
@@ -121,6 +135,8 @@ def run(args: argparse.Namespace, say=print) -> str:
             say("proof: verified (tdx dev quote accepted with --allow-dev-quote)")
         elif answer.verified and answer.proof:
             say(f"proof: verified (signer {answer.proof['signer']})")
+        if args.confidential:
+            say(f"provider proof: verified (signer {_provider_signer(project, answer.result)})")
         if args.private:
             return _private_round_trip(project, result.cid, target, args.prompt, say)
         return text
@@ -164,6 +180,27 @@ def _private_round_trip(project: Path, cid: str, target, prompt: str, say) -> st
     say(f"private:      {opened.answer}")
     say("answer decrypted and verified")
     return opened.answer
+
+
+def _attest_provider(project: Path, say) -> None:
+    """`kit provider attest --allow-dev-quote`: pins the stand-in's signing address."""
+    from kit.trust.provider import attest_provider
+
+    done = attest_provider(project, allow_dev=True)
+    for attestation in done.attested:
+        say(f"provider    signer {attestation.signing_address} attested (dev quote: a stand-in)")
+
+
+def _provider_signer(project: Path, delivered: str) -> str:
+    """The provider signer of the delivered answer's provider proof, checked against the
+    addresses the deployed contract pins (the contract checked it too before answering)."""
+    import json
+
+    from kit.trust.provider import check_provider_proof, contract_signing_addresses
+
+    result = json.loads(delivered)
+    pinned = contract_signing_addresses((project / "dist" / "agent.js").read_bytes())
+    return check_provider_proof(result.get("provider_proof"), pinned)
 
 
 def _dstack_gateway(project: Path, ipfs_gateway: str, port: int, cleanup: ExitStack, say):

@@ -60,3 +60,26 @@ def test_quickstart_dstack_runtime(tmp_path: Path) -> None:
     sealed = (tmp_path / "hello-agent" / ".kit" / "cvm-data" / "vault.sealed").read_bytes()
     assert sealed.startswith(b"KIT-SEALED-VAULT-v1\n") and b"mock" not in sealed
     assert running_node(repo) is None
+
+
+def test_quickstart_confidential_provider(tmp_path: Path) -> None:
+    """`--confidential`: the stand-in's provider key attested (dev quote) and pinned, the
+    contract checking every completion's signature, both signers verified in the result."""
+    from eth_account import Account
+
+    ports = [str(free_port()) for _ in range(4)]
+    argv = [sys.executable, str(ROOT / "scripts" / "quickstart.py"), "--confidential",
+            "--dir", str(tmp_path / "agent"), "--ipfs-repo", str(tmp_path / "ipfs"),
+            "--ipfs-api-port", ports[0], "--ipfs-gateway-port", ports[1],
+            "--gateway-port", ports[2], "--llm-port", ports[3], "--prompt", "hello, confidential"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=QUICKSTART_TIMEOUT,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = "stand-in answer: " + hashlib.sha256(b"hello, confidential").hexdigest()[:16]
+    assert f"answer:       {expected}" in done.stdout
+    assert "proof: verified (signer 0x" in done.stdout
+    # the stand-in's documented public key: sha256 of its published seed (kit/local/mock_llm.py)
+    seed = b"kit mock-llm confidential stand-in signing key v1 (public, never secret)"
+    provider = Account.from_key(hashlib.sha256(seed).digest()).address
+    assert f"provider proof: verified (signer {provider})" in done.stdout
+    assert provider.lower() in (tmp_path / "agent" / "agent.toml").read_text().lower()
