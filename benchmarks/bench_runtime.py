@@ -46,15 +46,24 @@ main.apply(null, globalThis.scriptArgs).then((out) => { globalThis.scriptOutput 
 """
 
 # The gen-1 entry convention in Node: request in scriptArgs[0], answer read at exit.
+# The baseline: node running the same file once per invocation, with the same stand-in
+# Wapo.deriveSecret the tests' node harness uses (tests/fixtures/projects.py), reporting on exit
+# too (the template ends the worker with process.exit(), which skips beforeExit).
 NODE_HARNESS = r"""
 const fs = require("fs"), vm = require("vm");
 globalThis.scriptArgs = [fs.readFileSync(0, "utf8")];
+globalThis.Wapo = {
+  deriveSecret: (salt) => new Uint8Array(
+    require("crypto").createHmac("sha512", "node-stand-in-worker-key").update(salt).digest()),
+};
 vm.runInThisContext(fs.readFileSync(process.argv[1], "utf8"));
-process.on("beforeExit", () => {
+function report() {
   if (globalThis.__done) return;
   globalThis.__done = true;
-  process.stdout.write(String(globalThis.scriptOutput));
-});
+  fs.writeSync(1, String(globalThis.scriptOutput));
+}
+process.on("beforeExit", report);
+process.on("exit", report);
 """
 
 TARGET_RUNTIME_P50_MS = 5.0
