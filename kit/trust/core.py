@@ -28,7 +28,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 BEGIN_MARKER = "# --- BEGIN answer verifier (kit/trust/core.py) ---"
 END_MARKER = "# --- END answer verifier ---"
@@ -57,7 +57,8 @@ def attestation_verifier_source() -> str:
 # The answer verifier of the agent-contract kit, copied from kit/trust/core.py by `kit tool`.
 # It rebuilds the signed text from the proof and what was sent and received, recovers the
 # EIP-191 signer with eth-account, and refuses anything unexpected, naming the field.
-# The module around it imports hashlib, json, re and typing's Any, Dict, Iterable, Optional.
+# The module around it imports hashlib, json, re and typing's Any, Dict, Iterable, Optional,
+# Tuple.
 ANSWER_HEADER_V1 = "agent-contract-kit answer v1"
 ATTEST_HEADER_V1 = "agent-contract-kit attest v1"
 PROOF_VERSION = 1
@@ -146,32 +147,42 @@ def recover_signer(text: str, signature: Any) -> str:
         raise ProofError("signature", problem) from None
 
 
-def check_proof_shape(proof: Any) -> None:
-    """Every field present, typed and one line; nothing else; version 1."""
+ANSWER_HASHES = ("system_sha256", "prompt_sha256", "answer_sha256")
+
+
+def check_proof_shape(
+    proof: Any,
+    fields: Tuple[str, ...] = PROOF_FIELDS,
+    version: int = PROOF_VERSION,
+    hashes: Tuple[str, ...] = ANSWER_HASHES,
+    addresses: Tuple[str, ...] = ("signer",),
+) -> None:
+    """Every field present, typed and one line; nothing else; the version given."""
     if not isinstance(proof, dict):
         raise ProofError("proof", "missing or not a JSON object")
-    extra = sorted(set(proof) - set(PROOF_FIELDS))
+    extra = sorted(set(proof) - set(fields))
     if extra:
         raise ProofError(extra[0], "unknown proof field")
-    for name in PROOF_FIELDS:
+    for name in fields:
         if name not in proof:
             raise ProofError(name, "missing from the proof")
-    version = proof["version"]
-    if type(version) is not int or version != PROOF_VERSION:
-        raise ProofError("version", "unsupported version " + repr(version)[:20])
-    for name in PROOF_FIELDS[1:]:
+    got = proof["version"]
+    if type(got) is not int or got != version:
+        raise ProofError("version", "unsupported version " + repr(got)[:20])
+    for name in fields[1:]:
         value = proof[name]
         if not isinstance(value, str) or not _PROOF_ONE_LINE.match(value):
             raise ProofError(name, "must be a one-line string")
-    for name in ("system_sha256", "prompt_sha256", "answer_sha256"):
+    for name in hashes:
         if not _PROOF_SHA256_HEX.match(proof[name]):
             raise ProofError(name, "must be 64 lowercase hex digits")
     provider = proof["provider_proof_sha256"]
     if provider != NO_PROVIDER_PROOF and not _PROOF_SHA256_HEX.match(provider):
         problem = "must be 64 lowercase hex digits or 'none'"
         raise ProofError("provider_proof_sha256", problem)
-    if not _PROOF_ADDRESS.match(proof["signer"]):
-        raise ProofError("signer", "must be a 0x address of 40 hex digits")
+    for name in addresses:
+        if not _PROOF_ADDRESS.match(proof[name]):
+            raise ProofError(name, "must be a 0x address of 40 hex digits")
 
 
 def _expect(field: str, got: Any, wanted: Any, what: str) -> None:
@@ -250,7 +261,7 @@ def check_answer(
 # the document's fields and message, the report_data binding of shared/REFERENCE.md section 6
 # (keccak256(0x65 || app_address || message) || 32 zero bytes) and SGX DCAP verification with
 # dcap-qvl. The module around it imports json, re, subprocess, sys and typing's Any, Dict,
-# Iterable, Optional, and holds the answer verifier above.
+# Iterable, Optional, Tuple, and holds the answer verifier above.
 ATTESTATION_FIELDS = (
     "cid",
     "signer",

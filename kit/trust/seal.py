@@ -41,11 +41,10 @@ from typing import Any, Dict, Iterable, Optional
 
 from kit.errors import InputError
 from kit.trust.core import (  # the answer verifier region the sealed one builds on
-    _PROOF_ADDRESS,
-    _PROOF_ONE_LINE,
-    _PROOF_SHA256_HEX,
+    ANSWER_HASHES,
     NO_PROVIDER_PROOF,
     ProofError,
+    check_proof_shape,
     _expect,
     provider_proof_sha256,
     recover_signer,
@@ -152,32 +151,14 @@ def sealed_request_bytes(prompt: Any) -> Optional[bytes]:
 
 def check_sealed_proof_shape(proof: Any) -> None:
     """Every v2 field present, typed and one line; nothing else."""
-    if not isinstance(proof, dict):
-        raise ProofError("proof", "missing or not a JSON object")
-    extra = sorted(set(proof) - set(SEALED_PROOF_FIELDS))
-    if extra:
-        raise ProofError(extra[0], "unknown proof field")
-    for name in SEALED_PROOF_FIELDS:
-        if name not in proof:
-            raise ProofError(name, "missing from the proof")
-    version = proof["version"]
-    if type(version) is not int or version != SEALED_PROOF_VERSION:
-        raise ProofError("version", "unsupported version " + repr(version)[:20])
-    for name in SEALED_PROOF_FIELDS[1:]:
-        value = proof[name]
-        if not isinstance(value, str) or not _PROOF_ONE_LINE.match(value):
-            raise ProofError(name, "must be a one-line string")
-    hashes = ("system_sha256", "prompt_sha256", "answer_sha256")
-    for name in hashes + ("sealed_request_sha256", "sealed_answer_sha256"):
-        if not _PROOF_SHA256_HEX.match(proof[name]):
-            raise ProofError(name, "must be 64 lowercase hex digits")
-    provider = proof["provider_proof_sha256"]
-    if provider != NO_PROVIDER_PROOF and not _PROOF_SHA256_HEX.match(provider):
-        problem = "must be 64 lowercase hex digits or 'none'"
-        raise ProofError("provider_proof_sha256", problem)
-    for name in ("requester", "signer"):
-        if not _PROOF_ADDRESS.match(proof[name]):
-            raise ProofError(name, "must be a 0x address of 40 hex digits")
+    sealed_hashes = ("sealed_request_sha256", "sealed_answer_sha256")
+    check_proof_shape(
+        proof,
+        SEALED_PROOF_FIELDS,
+        SEALED_PROOF_VERSION,
+        ANSWER_HASHES + sealed_hashes,
+        ("requester", "signer"),
+    )
 
 
 def check_sealed_proof(
