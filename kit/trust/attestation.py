@@ -13,12 +13,12 @@ the same message to attested hardware. A missing quote (`null`) is refused.
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from kit import jsonsafe
 from kit.errors import GatewayError, InputError
 from kit.trust.core import check_attestation_fields, hex_bytes
 from kit.trust.errors import refusals
@@ -89,16 +89,22 @@ def attestation_url(gateway_url: str, cid: str) -> str:
 
 def fetch_attestation(gateway_url: str, cid: str, nonce: str, *, timeout: float = 30.0) -> Any:
     """GET the contract's /attestation with `nonce`; GatewayError when unreachable or not 200."""
+    return fetch_json(attestation_url(gateway_url, cid), {"nonce": nonce}, timeout=timeout,
+                      max_bytes=MAX_DOCUMENT_BYTES)
+
+
+def fetch_json(url: str, params: dict[str, str], *, timeout: float, max_bytes: int) -> Any:
+    """GET a JSON document of at most `max_bytes` (nesting bounded: kit.jsonsafe);
+    GatewayError when unreachable, too large, not 200 or not JSON."""
     import requests
 
-    url = attestation_url(gateway_url, cid)
     body = bytearray()
     try:
-        with requests.get(url, params={"nonce": nonce}, timeout=timeout, stream=True) as response:
+        with requests.get(url, params=params, timeout=timeout, stream=True) as response:
             for chunk in response.iter_content(65536):
                 body += chunk
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise GatewayError(f"{url} sent more than {MAX_DOCUMENT_BYTES} bytes")
+                if len(body) > max_bytes:
+                    raise GatewayError(f"{url} sent more than {max_bytes} bytes")
     except requests.Timeout:
         raise GatewayError(f"{url} did not answer within {timeout:g} s") from None
     except requests.RequestException as exc:
@@ -107,7 +113,7 @@ def fetch_attestation(gateway_url: str, cid: str, nonce: str, *, timeout: float 
         raise GatewayError(f"{url} answered HTTP {response.status_code}: "
                            f"{body[:200].decode('utf-8', 'replace')}")
     try:
-        return json.loads(body)
+        return jsonsafe.loads(bytes(body))
     except ValueError:
         raise GatewayError(f"{url} answered with a body that is not JSON") from None
 

@@ -109,28 +109,10 @@ def report_url(base_url: str) -> str:
 
 def fetch_report(base_url: str, model: str, nonce: str, *, timeout: float = 30.0) -> Any:
     """GET the provider's attestation report for `nonce`; GatewayError when it fails."""
-    import requests
+    from kit.trust.attestation import fetch_json
 
-    url = report_url(base_url)
-    body = bytearray()
-    try:
-        with requests.get(url, params={"model": model, "nonce": nonce}, timeout=timeout,
-                          stream=True) as response:
-            for chunk in response.iter_content(65536):
-                body += chunk
-                if len(body) > MAX_REPORT_BYTES:
-                    raise GatewayError(f"{url} sent more than {MAX_REPORT_BYTES} bytes")
-    except requests.Timeout:
-        raise GatewayError(f"{url} did not answer within {timeout:g} s") from None
-    except requests.RequestException as exc:
-        raise GatewayError(f"cannot reach {url} ({type(exc).__name__})") from None
-    if response.status_code != 200:
-        raise GatewayError(f"{url} answered HTTP {response.status_code}")
-    try:
-        return jsonsafe.loads(bytes(body))
-    except ValueError:  # TooDeep and UnicodeDecodeError too
-        raise GatewayError(f"{url} answered with a body that is not JSON (or nested too "
-                           "deeply)") from None
+    return fetch_json(report_url(base_url), {"model": model, "nonce": nonce}, timeout=timeout,
+                      max_bytes=MAX_REPORT_BYTES)
 
 
 def report_entries(document: Any) -> list[dict[str, Any]]:
