@@ -102,19 +102,21 @@ def provider_proof_sha256(provider_proof: Any) -> str:
     return sha256_hex(canonical)
 
 
+def answer_lines(proof: Dict[str, Any]) -> Tuple[str, ...]:
+    """The lines every signed answer text carries after its version line."""
+    return (
+        "cid: " + proof["cid"],
+        "model: " + proof["model"],
+        "system_sha256: " + proof["system_sha256"],
+        "prompt_sha256: " + proof["prompt_sha256"],
+        "answer_sha256: " + proof["answer_sha256"],
+        "provider_proof_sha256: " + proof["provider_proof_sha256"],
+    )
+
+
 def answer_text(proof: Dict[str, Any]) -> str:
     """The exact text the contract signs for an answer (version 1)."""
-    return "\n".join(
-        [
-            ANSWER_HEADER_V1,
-            "cid: " + proof["cid"],
-            "model: " + proof["model"],
-            "system_sha256: " + proof["system_sha256"],
-            "prompt_sha256: " + proof["prompt_sha256"],
-            "answer_sha256: " + proof["answer_sha256"],
-            "provider_proof_sha256: " + proof["provider_proof_sha256"],
-        ]
-    )
+    return "\n".join((ANSWER_HEADER_V1,) + answer_lines(proof))
 
 
 def attest_message(cid: str, signer: str, encryption_key: str, nonce: str) -> str:

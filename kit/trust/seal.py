@@ -44,6 +44,7 @@ from kit.trust.core import (  # the answer verifier region the sealed one builds
     ANSWER_HASHES,
     NO_PROVIDER_PROOF,
     ProofError,
+    answer_lines,
     check_proof_shape,
     _expect,
     provider_proof_sha256,
@@ -92,21 +93,14 @@ _SEALED_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 
 
 def sealed_answer_text(proof: Dict[str, Any]) -> str:
-    """The exact text the contract signs for a sealed answer (version 2)."""
-    return "\n".join(
-        [
-            SEALED_ANSWER_HEADER_V2,
-            "cid: " + proof["cid"],
-            "model: " + proof["model"],
-            "system_sha256: " + proof["system_sha256"],
-            "prompt_sha256: " + proof["prompt_sha256"],
-            "answer_sha256: " + proof["answer_sha256"],
-            "provider_proof_sha256: " + proof["provider_proof_sha256"],
-            "sealed_request_sha256: " + proof["sealed_request_sha256"],
-            "sealed_answer_sha256: " + proof["sealed_answer_sha256"],
-            "requester: " + proof["requester"],
-        ]
+    """The exact text the contract signs for a sealed answer (version 2): version 1's lines,
+    then the ciphertexts' hashes and the requester."""
+    sealed_lines = (
+        "sealed_request_sha256: " + proof["sealed_request_sha256"],
+        "sealed_answer_sha256: " + proof["sealed_answer_sha256"],
+        "requester: " + proof["requester"],
     )
+    return "\n".join((SEALED_ANSWER_HEADER_V2,) + answer_lines(proof) + sealed_lines)
 
 
 def sealed_bytes(field: str, value: Any) -> bytes:
