@@ -82,7 +82,7 @@ def bench_build(work: Path, runs: int) -> bool:
          [sys.executable, "-m", "kit", "build", "-C", str(with_module)]),
     ]
     print(f"kit build as a whole process, {runs} runs (ms)")
-    print(f"| command | best | median |\n| --- | --- | --- |")
+    print("| command | best | median |\n| --- | --- | --- |")
     medians = {}
     for label, command in rows:
         timings = timed_runs(command, runs)

@@ -283,7 +283,7 @@ def tool_call(chain: dict[str, Any]) -> tuple[Any, ...]:
     run, namespace = load_like_mech(chain["package"])
     namespace.update({"BACKOFF_BASE": 0.01, "BACKOFF_MAX": 0.05, "READ_TIMEOUT": 10.0})
     api_keys = KeyChain({"tee_vault_key": [chain["key"]]})
-    return run(tool=f"tee-test-agent-model-a", prompt=PROMPT, nonce="0x01", api_keys=api_keys,
+    return run(tool="tee-test-agent-model-a", prompt=PROMPT, nonce="0x01", api_keys=api_keys,
                model="model-a")
 
 

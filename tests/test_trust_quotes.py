@@ -21,7 +21,6 @@ import struct
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest

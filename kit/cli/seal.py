@@ -8,7 +8,6 @@ answer only after the whole proof verified, and nothing of it otherwise (exit 1)
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 

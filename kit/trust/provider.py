@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kit import jsonsafe
-from kit.errors import GatewayError, InputError
+from kit.errors import InputError
 from kit.trust.errors import NotVerified, refusals
 
 SIGNING_ALGO = "ecdsa"

@@ -35,7 +35,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Mapping, Sequence
+from typing import Any, Dict, Iterable, Mapping, Sequence  # Dict, Iterable: type comments below
 
 from kit.trust.core import ProofError
 from kit.trust.errors import NotVerified
