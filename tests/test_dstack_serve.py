@@ -104,7 +104,7 @@ def test_a_tampered_disk_cache_is_not_run(socket_dir, tmp_path) -> None:
 
 def test_vault_is_sealed_bound_to_its_cid_and_unreadable_by_another_app(socket_dir,
                                                                         tmp_path) -> None:
-    secret = "sk-test-secret-value-123"
+    secret = "vault-test-value-123"
     with guest_agent(socket_dir, "app"), guest_agent(socket_dir, "other"), \
             ipfs_gateway(ECHO) as url:
         gateway = start(socket_dir, tmp_path, [url])

@@ -215,6 +215,11 @@ def test_refuses_invalid_names(deployed_project: Path) -> None:
         generate_tool(deployed_project, name="bad-name")
     with pytest.raises(InputError, match="--version '1.0'"):
         generate_tool(deployed_project, version="1.0")
+    # `$` also matches before a trailing newline: the checks are full matches
+    with pytest.raises(InputError, match="--name"):
+        generate_tool(deployed_project, name="good_name\n")
+    with pytest.raises(InputError, match="--version"):
+        generate_tool(deployed_project, version="1.0.0\n")
     assert not (deployed_project / "packages").exists()
 
 

@@ -188,3 +188,18 @@ def test_verifier_source_is_the_module_region() -> None:
     host = "import hashlib, json, re\nfrom typing import Any, Dict, Iterable, Optional\n"
     exec(compile(host + source, "verifier", "exec"), namespace)  # needs only the host imports
     assert namespace["check_answer"](make_proof(), ANSWER, PROMPT, CID, [SIGNER]) == SIGNER
+
+
+@pytest.mark.parametrize("field", ["cid", "model", "system_sha256", "signer", "signature"])
+def test_a_proof_field_ending_in_a_newline_is_refused(field: str) -> None:
+    # `$` in a Python pattern also matches before a trailing newline: the checks must not
+    from kit.trust.core import PROOF_FIELDS, ProofError, check_proof_shape
+
+    proof: dict[str, object] = {name: "a" for name in PROOF_FIELDS}
+    proof.update(version=1, system_sha256="0" * 64, prompt_sha256="0" * 64,
+                 answer_sha256="0" * 64, provider_proof_sha256="none", signer="0x" + "1" * 40)
+    check_proof_shape(proof)  # well-formed as it stands
+    proof[field] = str(proof[field]) + "\n"
+    with pytest.raises(ProofError) as refused:
+        check_proof_shape(proof)
+    assert refused.value.field == field

@@ -59,9 +59,9 @@ MECH_PRICED_MODELS = frozenset({
     "claude-3-sonnet-20240229", "claude-3-opus-20240229", "cohere/command-r-plus",
     "databricks/dbrx-instruct:nitro", "nousresearch/nous-hermes-2-mixtral-8x7b-sft",
 })
-_RESOURCE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")  # the ecosystem's id pattern
-_HOLDER = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_RESOURCE_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}\Z")  # the ecosystem's id pattern
+_HOLDER = re.compile(r"^[^\x00-\x1f\x7f]{1,100}\Z")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)\Z")
 
 
 @dataclass(frozen=True)

@@ -74,10 +74,10 @@ PROOF_FIELDS = (
     "signature",
 )
 NO_PROVIDER_PROOF = "none"
-_PROOF_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_PROOF_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_PROOF_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}$")
-_PROOF_ONE_LINE = re.compile(r"^[^\r\n]+$")
+_PROOF_SHA256_HEX = re.compile(r"^[0-9a-f]{64}\Z")
+_PROOF_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}\Z")
+_PROOF_SIGNATURE = re.compile(r"^(0x)?[0-9a-fA-F]{130}\Z")
+_PROOF_ONE_LINE = re.compile(r"^[^\r\n]+\Z")
 
 
 class ProofError(Exception):
@@ -283,9 +283,9 @@ DEFAULT_ACCEPTED_STATUSES = (
     "ConfigurationNeeded",
     "ConfigurationAndSWHardeningNeeded",
 )
-_ATTEST_NONCE = re.compile(r"^[0-9a-f]{64}$")
-_ATTEST_KEY = re.compile(r"^(0x)?0[23][0-9a-fA-F]{64}$")
-_ATTEST_HEX = re.compile(r"^(0x)?([0-9a-fA-F]{2})+$")
+_ATTEST_NONCE = re.compile(r"^[0-9a-f]{64}\Z")
+_ATTEST_KEY = re.compile(r"^(0x)?0[23][0-9a-fA-F]{64}\Z")
+_ATTEST_HEX = re.compile(r"^(0x)?([0-9a-fA-F]{2})+\Z")
 # dcap-qvl's get_collateral runs on its own native async runtime; with dcap-qvl 0.7.0 an
 # interpreter that ran it sometimes dies with SIGSEGV at exit (one run in five, here). So it
 # runs in a child process: that cannot take the caller down, and a hung fetch is killed at

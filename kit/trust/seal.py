@@ -89,7 +89,7 @@ SEALED_PROOF_FIELDS = (
 )
 # ephemeral public key (65) + AES-GCM nonce (16) + tag (16): the least ECIES ciphertext
 ECIES_OVERHEAD = 97
-_SEALED_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
+_SEALED_BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}\Z")
 
 
 def sealed_answer_text(proof: Dict[str, Any]) -> str:
@@ -190,9 +190,9 @@ def check_sealed_proof(
 
 # --- END sealed answer verifier ---
 
-_KEY_HEX = re.compile(r"^(0x)?([0-9a-fA-F]{64})$")
-_COMPRESSED_KEY = re.compile(r"^(0x)?(0[23][0-9a-fA-F]{64})$")
-_NONCE = re.compile(r"^[0-9a-f]{64}$")
+_KEY_HEX = re.compile(r"^(0x)?([0-9a-fA-F]{64})\Z")
+_COMPRESSED_KEY = re.compile(r"^(0x)?(0[23][0-9a-fA-F]{64})\Z")
+_NONCE = re.compile(r"^[0-9a-f]{64}\Z")
 INNER_ANSWER_FIELDS = {"answer", "model", "nonce", "provider_proof"}
 
 

@@ -64,7 +64,7 @@ DEV_QUOTE_BYTES = HEADER_BYTES + BODY_BYTES + 32 + 64  # + ed25519 public key + 
 DEFAULT_ACCEPTED_STATUSES = (
     "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
 )
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
 
 
 @dataclass(frozen=True)
