@@ -199,26 +199,11 @@ def test_the_same_code_signs_identically_in_phalas_engine(contract: str, tmp_pat
     """Phala's own QuickJS build (phatjs in @phala/fn, pinned in scripts/phala-fn) runs the
     vendored library and the contract's signing code: published vector, and the key rule with a
     stand-in Wapo.deriveSecret (phatjs has no Wapo global) giving 64 bytes of 0x07."""
-    import subprocess
+    from fixtures.phatjs import probe
 
-    phat_fn = Path(__file__).resolve().parents[1] / "scripts/phala-fn/node_modules/.bin/phat-fn"
-    if not phat_fn.exists():
-        pytest.fail(f"{phat_fn} is missing: run scripts/bootstrap.sh (npm ci in scripts/phala-fn)")
     key, message, signature = EIP191_VECTORS[0]
-    script = tmp_path / "probe.js"
-    script.write_text(
-        "globalThis.Wapo = { deriveSecret: () => new Uint8Array(64).fill(7) };\n" + contract
-        + f"\n;(() => {{ const value = JSON.stringify([personalSign(noble().hexToBytes('{key}'), "
-        f"{json.dumps(message)}), answerSigner().address]);\n"
-        "  const output = JSON.stringify({ status: 200, body: value });\n"
-        "  Object.defineProperty(globalThis, 'scriptOutput', "
-        "{ get: () => output, set: () => {} }); })();\n", encoding="utf-8")
-    request = json.dumps(make_request("GET", "/ipfs/QmProbe/info"))
-    done = subprocess.run([str(phat_fn), "run", "--experimentalAsync", str(script), "-a", request],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    last = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
-    got = json.loads(json.loads(json.loads(last)["output"])["body"])
+    got = probe(tmp_path, contract, f"[personalSign(noble().hexToBytes('{key}'), "
+                                    f"{json.dumps(message)}), answerSigner().address]")
     secret = int.from_bytes(bytes([7]) * 64, "big")
     assert got == ["0x" + signature, address_of(((secret % (ORDER - 1)) + 1).to_bytes(32, "big"))]
 

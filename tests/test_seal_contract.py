@@ -246,30 +246,17 @@ def test_the_sealing_code_runs_alike_in_phalas_engine(contract: str, tmp_path: P
     global) opens an eciespy request with a 4-byte UTF-8 character (phatjs's TextDecoder gets
     those wrong, so the contract decodes UTF-8 itself) and seals an answer that eciespy opens.
     phatjs has no Wapo global: a stand-in Wapo.deriveSecret gives 64 bytes of 0x07."""
-    import subprocess
+    from fixtures.phatjs import probe
 
-    phat_fn = Path(__file__).resolve().parents[1] / "scripts/phala-fn/node_modules/.bin/phat-fn"
-    if not phat_fn.exists():
-        pytest.fail(f"{phat_fn} is missing: run scripts/bootstrap.sh (npm ci in scripts/phala-fn)")
     secret = ((int.from_bytes(bytes([7]) * 64, "big") % (ORDER - 1)) + 1).to_bytes(32, "big")
     prompt = "héllo 😀 " + CANARY
     sealed = seal_with_eciespy(contract, inner_request(prompt), key=secret)
-    script = tmp_path / "probe.js"
-    script.write_text(
-        "globalThis.Wapo = { deriveSecret: () => new Uint8Array(64).fill(7) };\n" + contract
-        + f"\n;(() => {{ const s = openSealedRequest(sealedEnvelope({{ sealed: '{sealed}', v: 1 }}));\n"
-        "  const out = sealedAnswer(answerSigner(), 'QmProbe', { system: 's', prompt: s.ask.prompt },\n"
+    opened_prompt, sealed_answer = probe(tmp_path, contract, (
+        f"(() => {{ const s = openSealedRequest(sealedEnvelope({{ sealed: '{sealed}', v: 1 }}));\n"
+        "  const out = sealedAnswer(answerSigner(), 'QmProbe', { system: 's', "
+        "prompt: s.ask.prompt },\n"
         "    { message: 'yes 😀', model: 'model-a', usage: {} }, s);\n"
-        "  const value = JSON.stringify([s.ask.prompt, out.sealed_answer]);\n"
-        "  const output = JSON.stringify({ status: 200, body: value });\n"
-        "  Object.defineProperty(globalThis, 'scriptOutput', "
-        "{ get: () => output, set: () => {} }); })();\n", encoding="utf-8")
-    request = json.dumps(make_request("GET", "/ipfs/QmProbe/info"))
-    done = subprocess.run([str(phat_fn), "run", "--experimentalAsync", str(script), "-a", request],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    last = [line for line in done.stdout.splitlines() if line.startswith("{")][-1]
-    opened_prompt, sealed_answer = json.loads(json.loads(json.loads(last)["output"])["body"])
+        "  return [s.ask.prompt, out.sealed_answer]; })()"))
     assert opened_prompt == prompt
     _, inner = open_result({"sealed_answer": sealed_answer})
     assert inner == {"answer": "yes 😀", "model": "model-a", "nonce": "7a" * 32}
