@@ -43,6 +43,7 @@ from kit.errors import InputError
 from kit.trust.core import (  # the answer verifier region the sealed one builds on
     ANSWER_HASHES,
     NO_PROVIDER_PROOF,
+    PROOF_FIELDS,
     ProofError,
     answer_lines,
     check_proof_shape,
@@ -74,18 +75,9 @@ SEALED_ANSWER_HEADER_V2 = "agent-contract-kit answer v2"
 SEALED_PROOF_VERSION = 2
 SEALED_ENVELOPE_VERSION = 1
 SEALED_PROOF_FIELDS = (
-    "version",
-    "cid",
-    "model",
-    "system_sha256",
-    "prompt_sha256",
-    "answer_sha256",
-    "provider_proof_sha256",
-    "sealed_request_sha256",
-    "sealed_answer_sha256",
-    "requester",
-    "signer",
-    "signature",
+    PROOF_FIELDS[:-2]  # version 1's fields before signer and signature
+    + ("sealed_request_sha256", "sealed_answer_sha256", "requester")
+    + PROOF_FIELDS[-2:]
 )
 # ephemeral public key (65) + AES-GCM nonce (16) + tag (16): the least ECIES ciphertext
 ECIES_OVERHEAD = 97
