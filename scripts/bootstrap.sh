@@ -32,8 +32,9 @@ if [ ! -f "$phala_dir/node_modules/.package-lock.json" ] \
   (cd "$phala_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# The pinned noble packages and bundler behind contract_template/vendor/noble-crypto.js: only for
-# regenerating it and for the test that it is exactly what they give (kit build needs no Node.js).
+# The pinned noble packages and bundler behind contract_template/vendor/noble-{crypto,aes}.js: only
+# for regenerating them and for the test that they are exactly what they give (kit build needs no
+# Node.js).
 crypto_dir="$root/scripts/vendor-crypto"
 if [ ! -f "$crypto_dir/node_modules/.package-lock.json" ] \
    || [ "$crypto_dir/package-lock.json" -nt "$crypto_dir/node_modules/.package-lock.json" ]; then

@@ -1,5 +1,5 @@
 """The contract's side of the trust chain, run in the local runtime (real QuickJS, real vendored
-noble code): answer proofs, /attestation, the dev quote, and the vendored file's integrity.
+noble code): answer proofs, /attestation, the dev quote, and the vendored files' integrity.
 
 Oracles are independent of the contract's code: eth-account (EIP-191 signing and recovery,
 libsecp256k1 through coincurve, RFC 6979 nonces), eth-keys (public keys), pycryptodome (keccak,
@@ -8,7 +8,7 @@ Ed25519), hashlib, and published vectors:
   (message "I♥SF", key 0xb25c7d…b364, signer 0x5ce9454909639D2D17A3F753ce7d93fa0b9aB12E);
 - web3.js documentation, `web3.eth.accounts.sign` (docs.web3js.org, web3-eth-accounts `sign`:
   message "Some data", key 0x4c0883…2318).
-The secp256k1 group order is the SEC 2 v2 constant, written out here.
+The secp256k1 constants (p, n, G) are the SEC 2 v2 ones, written out here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,10 @@ from fixtures.servers import MOCK_LLM_KEY, TEST_WORKER_KEY
 from kit.local.runtime import Invocation, derive_secret, invoke, make_request
 
 ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141  # SEC 2 v2, 2.4.1
+FIELD = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEFFFFFC2F  # SEC 2 v2, 2.4.1
+G = (0x79BE667EF9DCBBAC55A06295CE870B07029BFCDB2DCE28D959F2815B16F81798,
+     0x483ADA7726A3C4655DA4FBFC0E1108A8FD17B448A68554199C47D08FFB10D4B8)
+VENDORED = ["noble-crypto.js", "noble-aes.js"]
 SIGNING_PATH = b"agent-contract-kit/answer-signing/v1"
 ENCRYPTION_PATH = b"agent-contract-kit/request-encryption/v1"
 DEV_MAGIC = b"KIT-DEV-QUOTE-v1\x00"  # the shared dev quote layout (coordination constants)
@@ -223,7 +227,7 @@ def test_encryption_primitives_agree_with_python_libraries(contract: str) -> Non
       const shared = C.secp256k1.getSharedSecret(bytes('{ours.hex()}'),
         C.secp256k1.getPublicKey(bytes('{theirs.hex()}')));
       const key = C.hkdf(C.sha256, shared, new Uint8Array(0), bytes('{info.hex()}'), 32);
-      const sealed = C.gcm(key, bytes('{nonce.hex()}')).encrypt(bytes('{plain.hex()}'));
+      const sealed = aesGcm(key, bytes('{nonce.hex()}')).encrypt(bytes('{plain.hex()}'));
       return [hex(shared), hex(key), hex(sealed)];
     }})()""")
     point = coincurve.PublicKey.from_secret(theirs).multiply(ours).format(compressed=True)
@@ -294,20 +298,24 @@ def vendor_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "contract_template" / "vendor"
 
 
-def test_vendored_file_is_the_recorded_one_and_ships_in_the_contract(contract: str) -> None:
-    data = (vendor_dir() / "noble-crypto.js").read_bytes()
-    recorded = (vendor_dir() / "noble-crypto.js.sha256").read_text().split()
-    assert recorded == [hashlib.sha256(data).hexdigest(), "noble-crypto.js"]
-    assert evaluate(contract, "NOBLE_CRYPTO_SOURCE") == data.decode("utf-8")
+@pytest.mark.parametrize(("name", "constant"), [
+    ("noble-crypto.js", "NOBLE_CRYPTO_SOURCE"), ("noble-aes.js", "NOBLE_AES_SOURCE")])
+def test_vendored_file_is_the_recorded_one_and_ships_in_the_contract(
+    contract: str, name: str, constant: str,
+) -> None:
+    data = (vendor_dir() / name).read_bytes()
+    recorded = (vendor_dir() / f"{name}.sha256").read_text().split()
+    assert recorded == [hashlib.sha256(data).hexdigest(), name]
+    assert evaluate(contract, constant) == data.decode("utf-8")
     licence = (vendor_dir() / "LICENSE").read_text()
     assert all(name in licence for name in ("@noble/curves@", "@noble/hashes@", "@noble/ciphers@"))
     assert "MIT License" in licence
 
 
-def test_vendored_file_is_exactly_what_the_pinned_packages_give() -> None:
-    """scripts/vendor-crypto/build.mjs --check rebuilds the bundle from the locked npm packages
-    (installed by scripts/bootstrap.sh) and compares it byte for byte, after its own checks
-    against noble's secp256k1, keccak and AES-GCM in a sandbox without `crypto`."""
+def test_vendored_files_are_exactly_what_the_pinned_packages_give() -> None:
+    """scripts/vendor-crypto/build.mjs --check rebuilds both bundles from the locked npm packages
+    (installed by scripts/bootstrap.sh) and compares them byte for byte, after its own checks
+    against noble's secp256k1, keccak, G table and AES-GCM in a sandbox without `crypto`."""
     import subprocess
 
     folder = Path(__file__).resolve().parents[1] / "scripts" / "vendor-crypto"
@@ -316,23 +324,78 @@ def test_vendored_file_is_exactly_what_the_pinned_packages_give() -> None:
     done = subprocess.run(["node", "build.mjs", "--check"], cwd=folder, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    recorded = (vendor_dir() / "noble-crypto.js.sha256").read_text().split()[0]
-    assert f"sha256 {recorded}" in done.stdout
+    for name in VENDORED:
+        recorded = (vendor_dir() / f"{name}.sha256").read_text().split()[0]
+        assert f"{name} is reproducible: sha256 {recorded}" in done.stdout
 
 
-def modify_library(vendor: Path) -> None:
-    library = vendor / "noble-crypto.js"
-    library.write_bytes(library.read_bytes().replace(b"KitCrypto", b"KitCryptO", 1))
+def affine_add(a: tuple[int, int] | None, b: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Textbook affine addition on y^2 = x^3 + 7 over FIELD (None is the point at infinity)."""
+    if a is None or b is None:
+        return b if a is None else a
+    if a[0] == b[0] and (a[1] + b[1]) % FIELD == 0:
+        return None
+    if a == b:
+        slope = 3 * a[0] * a[0] * pow(2 * a[1], -1, FIELD)
+    else:
+        slope = (b[1] - a[1]) * pow(b[0] - a[0], -1, FIELD)
+    x = (slope * slope - a[0] - b[0]) % FIELD
+    return x, (slope * (a[0] - x) - a[1]) % FIELD
 
 
-def drop_record(vendor: Path) -> None:
-    (vendor / "noble-crypto.js.sha256").unlink()
+def test_the_compiled_in_g_table_is_the_multiples_of_g() -> None:
+    """The signing bundle's table for G (one hex string: affine x || y, window by window) holds,
+    for window w and digit d in 1..2^(W-1), d * 2^(W*w) * G: recomputed here with plain integer
+    arithmetic from the SEC 2 constants, and spot-checked against libsecp256k1 (coincurve)."""
+    import re
+
+    import coincurve
+
+    source = (vendor_dir() / "noble-crypto.js").read_text(encoding="utf-8")
+    found = re.findall(r'"([0-9a-f]{1024,})"', source)
+    assert len(found) == 1
+    table = found[0]
+    window = 4
+    half, windows = 2 ** (window - 1), -(-256 // window) + 1
+    assert len(table) == windows * half * 128
+    entries = [(int(table[i:i + 64], 16), int(table[i + 64:i + 128], 16))
+               for i in range(0, len(table), 128)]
+    base: tuple[int, int] | None = G
+    for w in range(windows):
+        point = base
+        for digit in range(1, half + 1):
+            assert entries[w * half + digit - 1] == point, (w, digit)
+            if digit == half:
+                base = affine_add(point, point)
+            point = affine_add(point, base)
+    for index in (0, 1, 7, 8, 100, 311, len(entries) - 1):
+        w, digit = divmod(index, half)
+        scalar = ((digit + 1) << (window * w)) % ORDER
+        x, y = entries[index]
+        expected = coincurve.PublicKey.from_secret(scalar.to_bytes(32, "big")).format(False)
+        assert expected == b"\x04" + x.to_bytes(32, "big") + y.to_bytes(32, "big")
 
 
-def change_record(vendor: Path) -> None:
-    (vendor / "noble-crypto.js.sha256").write_text("0" * 64 + "  noble-crypto.js\n")
+def test_signing_compiles_no_aes(contract: str) -> None:
+    """AES-GCM is a bundle of its own, compiled only when a sealed request needs it."""
+    assert evaluate(contract, "[answerSigner().address.length, 'gcm' in noble(), "
+                              "nobleAesGcm === null]") == [42, False, True]
 
 
+def modify_library(vendor: Path, name: str) -> None:
+    library = vendor / name
+    library.write_bytes(library.read_bytes().replace(b"var Kit", b"var KiT", 1))
+
+
+def drop_record(vendor: Path, name: str) -> None:
+    (vendor / f"{name}.sha256").unlink()
+
+
+def change_record(vendor: Path, name: str) -> None:
+    (vendor / f"{name}.sha256").write_text("0" * 64 + f"  {name}\n")
+
+
+@pytest.mark.parametrize("name", VENDORED)
 @pytest.mark.parametrize(("change", "problem"), [
     (modify_library, "does not match its recorded sha256"),
     (change_record, "does not match its recorded sha256"),
@@ -340,7 +403,7 @@ def change_record(vendor: Path) -> None:
 ], ids=["modified-file", "other-recorded-hash", "no-record"])
 def test_build_refuses_a_vendored_file_that_is_not_the_recorded_one(
     project_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], change: Any, problem: str,
+    capsys: pytest.CaptureFixture[str], change: Any, problem: str, name: str,
 ) -> None:
     import kit.contract.render
     from kit.cli import main
@@ -350,14 +413,14 @@ def test_build_refuses_a_vendored_file_that_is_not_the_recorded_one(
     before = artifact.read_bytes()
     template = tmp_path / "template"
     shutil.copytree(Path(kit.contract.render.contract_template_dir()), template)
-    change(template / "vendor")
+    change(template / "vendor", name)
     monkeypatch.setattr(kit.contract.render, "contract_template_dir", lambda: template)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main(["build", "-C", str(project)])
     error = capsys.readouterr().err
     assert exit_info.value.code == 2
-    assert problem in error and "Traceback" not in error
+    assert problem in error and name in error and "Traceback" not in error
     assert artifact.read_bytes() == before
 
 

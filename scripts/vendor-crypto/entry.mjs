@@ -1,15 +1,17 @@
-// The one file's entry point: exactly what the agent contract needs from the noble libraries,
-// exposed as the global `KitCrypto`. Bundled by build.mjs; never loaded by Node.js at run time.
+// The signing bundle's entry point: what the agent contract needs from the noble libraries except
+// AES-GCM (aes-gcm.mjs, a second bundle), exposed as the global `KitCrypto`. Bundled by build.mjs;
+// never loaded by Node.js at run time.
 //
 // secp256k1 is assembled here from noble's audited building blocks (weierstrass + ecdsa) instead
 // of importing '@noble/curves/secp256k1.js', because that module's curve probes
 // crypto.getRandomValues when it loads and blinds every signature with it. Here the randomness
 // source is one that always throws: noble's documented fallback then takes its constant-time
-// paths (unblinded ladder, Fermat inversion), signing stays RFC 6979 deterministic, and the
-// contract never touches crypto.getRandomValues. build.mjs checks the constants and signatures
-// against noble's own secp256k1 before writing the file.
+// paths (unblinded constant-time multiplication, Fermat inversion), signing stays RFC 6979
+// deterministic, and the contract never touches crypto.getRandomValues. build.mjs checks the
+// constants and signatures against noble's own secp256k1 before writing the file.
 import { ecdsa, weierstrass } from "@noble/curves/abstract/weierstrass.js";
 import { Field } from "@noble/curves/abstract/modular.js";
+import { ScalarMultiplier } from "@noble/curves/abstract/curve.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { keccak_256 } from "@noble/hashes/sha3.js";
 import { hmac } from "@noble/hashes/hmac.js";
@@ -39,15 +41,38 @@ const ENDO = {
 };
 
 const Point = weierstrass(CURVE, { Fp: Field(CURVE.p), endo: ENDO, randomBytes: noRandomness });
-// One or two multiplications per run (a fresh context each time): building the default cached
-// table for G would cost more than it saves, so G uses noble's table-less constant-time path.
-Point.BASE.precompute(1);
 const secp256k1 = ecdsa(Point, sha256, { randomBytes: noRandomness });
 
-// AES-256-GCM (for request encryption): noble builds its AES tables when the module loads, which
-// takes longer than all the rest of this file together, so the module is loaded on first use.
-function gcm(key, nonce, aad) {
-  return require("./aes-gcm.mjs").gcm(key, nonce, aad);
+// Fixed-base multiplication (getPublicKey, sign) with a table compiled into this file, as
+// libsecp256k1 compiles in its ecmult_gen table. A contract makes one or two multiplications per
+// run in a fresh context, where building noble's G table costs more than it saves and the
+// table-less constant-time ladder costs ~256 doublings. build.mjs computes the table with noble's
+// own ScalarMultiplier.buildWnafTable(G, KIT_G_W, 256) + normalizeZ, writes it as one hex string
+// (affine x || y, 64 hex digits each, window by window) and checks it against noble before
+// writing. Points are made from it on first use, and noble's constant-time wnafCachedCT then runs
+// on it unchanged: the only hook is the table lookup below, for G at this window size only.
+const G_TABLE_BITS = 256;
+let gTable = null;
+function gPrecomputes() {
+  if (gTable === null) {
+    const hex = KIT_G_TABLE, comp = [], one = BigInt(1);
+    for (let i = 0; i < hex.length; i += 128) {
+      const x = BigInt("0x" + hex.slice(i, i + 64)), y = BigInt("0x" + hex.slice(i + 64, i + 128));
+      comp.push(new Point(x, y, one));
+    }
+    const windows = Math.ceil(G_TABLE_BITS / KIT_G_W) + 1;
+    if (comp.length !== windows * 2 ** (KIT_G_W - 1) || !comp[0].equals(Point.BASE)) {
+      throw new Error("invalid G table");
+    }
+    gTable = { W: KIT_G_W, bits: G_TABLE_BITS, windows, comp };
+  }
+  return gTable;
 }
+const getWnafPrecomputes = ScalarMultiplier.prototype.getWnafPrecomputes;
+ScalarMultiplier.prototype.getWnafPrecomputes = function (W, point, bits, transform) {
+  if (point === Point.BASE && W === KIT_G_W && bits === G_TABLE_BITS) return gPrecomputes();
+  return getWnafPrecomputes.call(this, W, point, bits, transform);
+};
+Point.BASE.precompute(KIT_G_W);
 
-export { secp256k1, sha256, keccak_256, hmac, hkdf, gcm, bytesToHex, hexToBytes, concatBytes, utf8ToBytes };
+export { secp256k1, sha256, keccak_256, hmac, hkdf, bytesToHex, hexToBytes, concatBytes, utf8ToBytes };
