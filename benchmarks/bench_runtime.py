@@ -17,7 +17,8 @@ baseline of one `node` process per invocation running the same contract file.
    (`--verify-only` runs just this).
 5. Signing: the template answering GET /info with and without one answer's signing work
    appended (the difference is the signing cost per answer), and a whole signed answer
-   (POST / to the stand-in LLM) in the runtime; `--signing-only` runs just this.
+   (POST / to the stand-in LLM) in the runtime; then the same two invocations in Phala's own
+   phatjs, for comparison (no target); `--signing-only` runs just this.
 
 Targets: runtime p50 <= 5 ms, gateway >= 300 requests/s, >= 10x faster than node per
 invocation, answer verification p50 <= 2 ms, signed template invocation p50 <= 5 ms. Exits 1
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -278,6 +280,44 @@ def bench_signing(root: Path, count: int, missed: list[str]) -> None:
           + f"   (target p50 <= {TARGET_SIGNED_P50_MS:g} ms)")
     if percentile(signed, 0.5) > TARGET_SIGNED_P50_MS:
         missed.append("signed template invocation p50")
+    bench_signing_in_phatjs(root, code, info, min(count, 60))
+
+
+# phatjs has no Wapo global: the same labelled stand-in deriveSecret as the tests' probes.
+PHATJS_STAND_IN_WAPO = "globalThis.Wapo = { deriveSecret: () => new Uint8Array(64).fill(7) };\n"
+PHATJS_TIMES = Path(__file__).with_name("phatjs_times.cjs")
+# SIGNING_PROBE's work, answering with the signature (the output is fixed before the template's
+# own answer comes, as tests/fixtures/phatjs.py's probes do).
+PHATJS_SIGNING_PROBE = """
+;(() => {
+  const proof = answerProof(answerSigner(), "QmBench", { system: "s", prompt: "p" },
+                            { model: "m", message: "a" });
+  const output = JSON.stringify({ status: 200, body: proof.signature });
+  Object.defineProperty(globalThis, "scriptOutput", { get: () => output, set: () => {} });
+})();
+"""
+
+
+def bench_signing_in_phatjs(root: Path, code: str, request: dict, count: int) -> None:
+    """The same two invocations in Phala's own phatjs (the production engine's build), timed
+    inside one Node process (see phatjs_times.cjs): figures only, no target. The signing
+    variant answers with the proof's signature instead of /info, so a probe that failed cannot
+    pass for a fast one."""
+    plain, signing = root / "phatjs-plain.js", root / "phatjs-signing.js"
+    plain.write_text(PHATJS_STAND_IN_WAPO + code)
+    signing.write_text(PHATJS_STAND_IN_WAPO + code + PHATJS_SIGNING_PROBE)
+    done = subprocess.run(["node", str(PHATJS_TIMES), str(count), json.dumps(request), str(plain),
+                           str(signing)], capture_output=True, text=True, timeout=600, check=True)
+    found = json.loads(done.stdout.splitlines()[-1])
+    times, outputs = found["times"], found["outputs"]
+    assert json.loads(outputs[str(plain)])["status"] == 200, outputs[str(plain)]
+    signature = json.loads(outputs[str(signing)])["body"]
+    assert re.fullmatch(r"0x[0-9a-f]{130}", signature), outputs[str(signing)]
+    print("\nthe same in Phala's phatjs (@phala/fn 0.2.22, fresh runtime per run, one process)")
+    print(summary("template GET /info", times[str(plain)]))
+    print(summary("GET /info + one answer's signing", times[str(signing)]))
+    cost = percentile(times[str(signing)], 0.5) - percentile(times[str(plain)], 0.5)
+    print(f"  -> signing costs {cost:.2f} ms per answer in phatjs (p50 difference)")
 
 
 def summary(name: str, samples: list[float]) -> str:
