@@ -127,7 +127,7 @@ def test_whole_flow_through_the_cli(flow: tuple[Flow, str, str], ipfs_node: Any)
     tool_file = Path(tool["package_dir"]) / "tee_canary_agent.py"
     namespace: dict[str, Any] = {}
     exec(tool_file.read_text(), namespace)
-    assert namespace["CID"] == cid and namespace["GATEWAY_URL"] == gateway_url
+    assert namespace["CID"] == cid and namespace["GATEWAY_URLS"] == [gateway_url]
     component = yaml.safe_load((Path(tool["package_dir"]) / "component.yaml").read_text())
     assert set(tool["tools_to_package_hash"].values()) == {tool["package_hash"]}
     assert component["entry_point"] == tool_file.name

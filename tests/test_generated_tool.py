@@ -187,10 +187,7 @@ def against(package_dir: Path, script: list[Any], api_keys: Any = None,
             **kwargs: Any) -> tuple[tuple[Any, ...], ScriptedGateway]:
     gateway = ScriptedGateway(script)
     with standin_http(gateway.handle) as url:
-        _, namespace = load_like_mech(package_dir)
-        constants = {**FAST, "GATEWAY_URL": url, "GATEWAY_URLS": [url],
-                     "AGENT_URL": f"{url}/ipfs/{namespace['CID']}",
-                     **kwargs.pop("constants", {})}
+        constants = {**FAST, "GATEWAY_URLS": [url], **kwargs.pop("constants", {})}
         result = mech_call(package_dir, api_keys or keys(), constants=constants, **kwargs)
     return result, gateway
 
@@ -266,9 +263,7 @@ def test_connection_refused_is_retried_then_reported(package: Path) -> None:
     listener.close()  # nothing listens there now
     url = f"http://127.0.0.1:{port}"
     api_keys = keys()
-    _, namespace = load_like_mech(package)
-    constants = {**FAST, "GATEWAY_URL": url, "GATEWAY_URLS": [url],
-                 "AGENT_URL": f"{url}/ipfs/{namespace['CID']}"}
+    constants = {**FAST, "GATEWAY_URLS": [url]}
     result = mech_call(package, api_keys, constants=constants)
     answer = assert_failure(result, api_keys, "connection refused", url, "after 4 attempts")
     assert "vault-key-1" not in answer
@@ -352,9 +347,7 @@ def test_a_connection_lost_after_sending_is_not_repeated(package: Path) -> None:
 
     api_keys = keys()
     with standin_http(hang_up) as url:
-        _, namespace = load_like_mech(package)
-        constants = {**FAST, "GATEWAY_URL": url, "GATEWAY_URLS": [url],
-                     "AGENT_URL": f"{url}/ipfs/{namespace['CID']}"}
+        constants = {**FAST, "GATEWAY_URLS": [url]}
         result = mech_call(package, api_keys, constants=constants)
     assert_failure(result, api_keys, "the connection broke after the request was sent")
     assert received == [1]
@@ -607,11 +600,13 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def test_calls_spread_over_replicas_and_skip_one_that_is_down(package: Path) -> None:
+def test_calls_spread_over_replicas_and_skip_one_that_is_down(
+        package: Path, tool_project: dict[str, Any]) -> None:
     import random
 
     _, namespace = load_like_mech(package)
-    assert namespace["GATEWAY_URLS"] == [namespace["GATEWAY_URL"]]  # no tool.gateways set
+    # no tool.gateways set: the deployment's gateway alone
+    assert namespace["GATEWAY_URLS"] == [tool_project["gateway"].url.rstrip("/")]
     first, second = ScriptedGateway([ok_answer()]), ScriptedGateway([ok_answer()])
     with standin_http(first.handle) as one, standin_http(second.handle) as two:
         urls = [_dead_url(), one, two]

@@ -118,7 +118,7 @@ def test_generates_the_package_for_the_deployed_cid(deployed_project: Path,
 
     tool_source = (package_dir / f"{name}.py").read_text()
     assert f'CID = "{cid}"' in tool_source
-    assert 'GATEWAY_URL = "http://127.0.0.1:8000"' in tool_source
+    assert 'GATEWAY_URLS = [\n    "http://127.0.0.1:8000",\n]' in tool_source
     packages = json.loads((deployed_project / "packages" / "packages.json").read_text())
     assert packages == {"dev": {f"custom/dev/{name}/0.1.0": oracle["package_hash"]},
                         "third_party": {}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -145,14 +146,30 @@ class Gateway:
         reply(request, 200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
+class _FirstReplica:
+    """Stands in for the tool's `random` module: every call starts at the first replica."""
+
+    @staticmethod
+    def randrange(n: int) -> int:
+        return 0
+
+
+def _nobody_listening() -> str:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()
+    return f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture
 def served() -> Iterator[Callable[..., tuple[Any, Gateway]]]:
-    def call(package: Path, answer: Callable[[str], dict[str, Any]]) -> tuple[Any, Gateway]:
+    def call(package: Path, answer: Callable[[str], dict[str, Any]],
+             replicas_before: tuple[str, ...] = ()) -> tuple[Any, Gateway]:
         gateway = Gateway(answer)
         with standin_http(gateway.handle) as url:
             run, namespace = load_like_mech(package)
-            namespace.update(FAST, GATEWAY_URL=url, GATEWAY_URLS=[url],
-                             AGENT_URL=f"{url}/ipfs/{namespace['CID']}")
+            namespace.update(FAST, GATEWAY_URLS=[*replicas_before, url], random=_FirstReplica())
             keys = KeyChain({"tee_vault_key": ["vault-key"],
                              "tee_caller_token": ["caller-token-xyz"]})
             outcome = run(tool=namespace["PREFIX"] + MODEL, prompt=PROMPT, model=MODEL,
@@ -216,3 +233,14 @@ def test_attested_mode_attests_unknown_signers_with_a_fresh_nonce(tmp_path: Path
     result, again = served(package, signed(cid, key=OTHER_KEY))
     assert "signer: the attested signer is not the answer's" in result and ANSWER not in result
     assert len(again.nonces) == 1 and again.nonces != gateway.nonces  # fresh each time
+
+
+def test_attested_mode_asks_the_replica_that_answered(tmp_path: Path, served: Any) -> None:
+    """With replicas (tool.gateways) the first one down, the answer comes from the next, and so
+    does the attestation of its unknown signer (a dev quote here: refused, after the fetch)."""
+    package = make_tool(tmp_path, verify="attested", signers=())
+    cid = load_like_mech(package)[1]["CID"]
+    result, gateway = served(package, signed(cid), replicas_before=(_nobody_listening(),))
+    assert gateway.posts == 1 and len(gateway.nonces) == 1
+    assert result.startswith("Error: the answer did not verify (quote_type: dev quotes")
+    assert ANSWER not in result

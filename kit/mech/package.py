@@ -204,7 +204,6 @@ def _tool_context(config: ProjectConfig, deployment: Deployment, author: str, na
         "version": version,
         "description": description,
         "cid": deployment.cid,
-        "gateway_url": deployment.gateway_url.rstrip("/"),
         # replicas of one app (tool.gateways), else the deployment's gateway alone
         "gateway_urls": list(config.tool.gateways) or [deployment.gateway_url.rstrip("/")],
         "prefix": config.tool.prefix,
