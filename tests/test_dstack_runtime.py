@@ -320,14 +320,17 @@ def _iso(value: str) -> int:
 
 
 def _verdicts(quote: bytes, event_log: str, report_data: bytes, compose_hash: str,
-              collateral: Any, now: int, statuses: tuple[str, ...] | None = None):
+              collateral: Any, now: int, statuses: tuple[str, ...] | None = None,
+              os_measurements: tuple[str, ...] = ()):
     import dcap_qvl
 
     from kit.trust import tdx
     from kit.trust.errors import NotVerified
 
     tool = tool_namespace()
-    extra = {} if statuses is None else {"accepted_statuses": statuses}
+    extra: dict[str, Any] = {} if statuses is None else {"accepted_statuses": statuses}
+    if os_measurements:
+        extra["os_measurements"] = os_measurements
     try:
         tdx.verify_tdx_attestation(quote, event_log, report_data, compose_hash, collateral,
                                    now, **extra)
@@ -367,6 +370,32 @@ def test_tool_copy_gives_the_kits_verdicts_on_the_real_tdx_sample() -> None:
         assert _verdicts(*args) == (step, step), what
     assert _verdicts(quote, "[]", report_data, DSTACK_COMPOSE_HASH, collateral, now,
                      ("OutOfDate",)) == ("dcap", "dcap")
+
+
+def test_pinned_os_measurements_are_checked_on_the_real_tdx_sample() -> None:
+    """MRTD and RTMR0-2 as dcap-qvl's own parser reads them (the oracle) pass the
+    os_measurements step, so the real sample goes on to stop at compose_hash (it has no
+    compose-hash event); a set with one register changed stops it at os_measurements, in the
+    kit's verifier and in the tool's copy alike."""
+    import dcap_qvl
+
+    quote = (VECTORS / "tdx_quote").read_bytes()
+    collateral = json.loads((VECTORS / "tdx_quote_collateral.json").read_text())
+    tcb, qe = json.loads(collateral["tcb_info"]), json.loads(collateral["qe_identity"])
+    now = max(_iso(tcb["issueDate"]), _iso(qe["issueDate"])) + 60
+    report_data = quote[HEADER_BYTES + REPORT_DATA_AT:HEADER_BYTES + REPORT_DATA_AT + 64]
+    body = dcap_qvl.parse_quote(quote).report
+    registers = [getattr(body, name).hex() for name in ("mr_td", "rt_mr0", "rt_mr1", "rt_mr2")]
+    genuine = ":".join(registers)
+    args = (quote, "[]", report_data, DSTACK_COMPOSE_HASH, collateral, now)
+    for changed in range(4):
+        other = list(registers)
+        other[changed] = ("00" if other[changed][:2] != "00" else "11") + other[changed][2:]
+        pinned = (":".join(other),)
+        assert _verdicts(*args, os_measurements=pinned) == ("os_measurements",) * 2, changed
+    assert _verdicts(*args, os_measurements=(genuine,)) == ("compose_hash",) * 2
+    assert _verdicts(*args, os_measurements=(pinned[0], genuine)) == ("compose_hash",) * 2
+    assert _verdicts(*args) == ("compose_hash",) * 2  # nothing pinned: not checked
 
 
 def test_tool_copy_checks_the_dstack_event_log_as_the_kit_does() -> None:
@@ -453,8 +482,10 @@ def test_attested_tool_pins_the_compose_hash_and_refuses_dev_tdx_quotes(
     from kit.contract.project import build_project
 
     project = project_factory(provider="openai-compatible", base_url=mock_llm.base_url)
+    os_image = ":".join(["ab" * 48] * 4)
     (project / "agent.toml").write_text((project / "agent.toml").read_text()
-                                        + '\n[verify]\nanswers = "attested"\n')
+                                        + '\n[verify]\nanswers = "attested"\n'
+                                        + f'tdx_os_measurements = ["{os_image.upper()}"]\n')
     build = build_project(project)
     code = build.path.read_bytes()
     cid = bytes_cid(code, version=build.cid_version)
@@ -474,6 +505,7 @@ def test_attested_tool_pins_the_compose_hash_and_refuses_dev_tdx_quotes(
             package = generate_tool(project).package_dir
             run, namespace = load_like_mech(package)
             assert namespace["COMPOSE_HASH"] == record.compose_hash
+            assert namespace["TDX_OS_MEASUREMENTS"] == [os_image]
             assert "check_tdx_quote" in namespace and namespace["PINNED_SIGNERS"] == []
             stored = requests.post(f"{cvm.url}/vaults", timeout=TIMEOUT, json={
                 "cid": cid, "data": {load_config(project).provider.key_secret: MOCK_LLM_KEY}}

@@ -285,6 +285,21 @@ def test_dev_quote_accepted_only_when_asked(dev) -> None:
     assert field_of(quote, "rt_mr3").hex() == sdk[3] == report.rtmrs[3]
 
 
+def test_pinned_os_measurements_on_a_dev_attestation(dev) -> None:
+    """The set is MRTD:RTMR0:RTMR1:RTMR2 read at the quote's v4 offsets (read here by hand)."""
+    _, quote, log, report_data = dev
+    measured = ":".join(field_of(quote, name).hex() for name in
+                        ("mr_td", "rt_mr0", "rt_mr1", "rt_mr2"))
+    report = tdx.verify_tdx_attestation(quote, log, report_data, DSTACK_COMPOSE_HASH,
+                                        allow_dev=True, os_measurements=(measured,))
+    assert report.os_measurements == measured == report.to_dict()["os_measurements"]
+    other = measured.replace(field_of(quote, "rt_mr1").hex(), "cd" * 48)
+    with pytest.raises(NotVerified) as err:
+        tdx.verify_tdx_attestation(quote, log, report_data, DSTACK_COMPOSE_HASH,
+                                   allow_dev=True, os_measurements=(other,))
+    assert err.value.field == "os_measurements"
+
+
 @pytest.mark.parametrize("what, step", [
     ("quote_report_data", "quote"), ("quote_rtmr3", "quote"), ("signature", "quote"),
     ("event_payload", "event_log"), ("event_added", "rtmr3"), ("compose_hash", "compose_hash"),

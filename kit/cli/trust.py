@@ -139,12 +139,14 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
     for option, url in (("--gateway", gateway_url), ("--pccs-url", pccs_url)):
         if url is not None:
             check_option_url(option, url)
+    os_measurements: tuple[str, ...] = ()
     if (project_dir / "agent.toml").is_file():  # [verify] defaults for the flags below
         from kit.contract.config import load_config
 
         verify = load_config(project_dir).verify
         app_address = app_address or verify.app_address or None
         mr_enclaves = mr_enclaves or verify.mr_enclaves
+        os_measurements = verify.tdx_os_measurements
     address = _checked((app_address,), _HEX32, "--app-address")[0] if app_address else None
     policy = AttestationPolicy(
         allow_dev=allow_dev_quote,
@@ -152,15 +154,17 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
         mr_enclaves=tuple(bytes.fromhex(m.removeprefix("0x"))
                           for m in _checked(mr_enclaves, _HEX32, "--mr-enclave")),
         pccs_url=pccs_url, collateral_timeout=timeout,
-        options=_tdx_options(project_dir, compose_hash),
+        options=_tdx_options(project_dir, compose_hash, os_measurements),
     )
     result = attest_deployment(project_dir, gateway_url=gateway_url, policy=policy,
                                timeout=timeout)
     emit(result.to_dict(), as_json, _describe_attestation)
 
 
-def _tdx_options(project_dir: Path, compose_hash: str | None) -> dict[str, str]:
-    """What a TDX quote is checked against: the pinned compose hash (kit.trust.tdx)."""
+def _tdx_options(project_dir: Path, compose_hash: str | None,
+                 os_measurements: tuple[str, ...]) -> dict[str, Any]:
+    """What a TDX quote is checked against (kit.trust.tdx): the pinned compose hash, and the
+    pinned OS measurement sets ([verify] tdx_os_measurements)."""
     if compose_hash is None:
         from kit.dstack.compose import load_record
 
@@ -169,14 +173,16 @@ def _tdx_options(project_dir: Path, compose_hash: str | None) -> dict[str, str]:
     if compose_hash is None:
         return {}
     return {"compose_hash": _checked((compose_hash,), _HEX32, "--compose-hash")[0].lower()
-            .removeprefix("0x")}
+            .removeprefix("0x"), "os_measurements": os_measurements}
 
 
 def _describe_attestation(view: dict[str, Any]) -> str:
     kind = view["quote_type"] + ("" if view["production"] else " (NOT hardware: local work only)")
     lines = [f"attested signer {view['signer']} for {view['cid']} at {view['gateway_url']}",
              f"quote: {kind}, status {view['status']}",
-             *([f"compose hash: {view['details'].get('compose_hash')} (measured in RTMR3)"]
+             *([f"compose hash: {view['details'].get('compose_hash')} (measured in RTMR3)",
+                f"OS measurements (MRTD:RTMR0:RTMR1:RTMR2): "
+                f"{view['details'].get('os_measurements')}"]
                if view["quote_type"] == "tdx" else []),
              "recorded in deployments/latest.json" if view["recorded"]
              else "already recorded in deployments/latest.json"]

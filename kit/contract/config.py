@@ -184,6 +184,9 @@ class VerifyConfig:
     # MRENCLAVE values; empty: unknown signers are refused
     app_address: str = ""
     mr_enclaves: tuple[str, ...] = ()
+    # what a TDX quote's OS image must be (kit.trust.tdx step os_measurements): sets of
+    # "MRTD:RTMR0:RTMR1:RTMR2" (48-byte hex each); empty: any OS image passes (documented)
+    tdx_os_measurements: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,7 @@ def _gateway_list(t: _Section) -> tuple[str, ...]:
 
 
 _HEX32 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+_OS_MEASUREMENTS = re.compile(r"[0-9a-fA-F]{96}(:[0-9a-fA-F]{96}){3}")
 
 
 def _verify(t: _Section) -> VerifyConfig:
@@ -397,10 +401,16 @@ def _verify(t: _Section) -> VerifyConfig:
     address = t.get("app_address", str, "")
     if address and not _HEX32.fullmatch(address):
         raise ConfigError(t.key("app_address"), "must be 32 bytes as 64 hex digits")
+    os_sets = t.get("tdx_os_measurements", list, [])
+    for value in os_sets:
+        if not isinstance(value, str) or not _OS_MEASUREMENTS.fullmatch(value):
+            raise ConfigError(t.key("tdx_os_measurements"), "each must be MRTD:RTMR0:RTMR1:RTMR2, "
+                              "48 bytes as 96 hex digits each (kit attest prints the set)")
     return VerifyConfig(
         answers=t.choice("answers", "signature", VERIFY_ANSWERS),
         app_address=address.lower().removeprefix("0x"),
         mr_enclaves=tuple(value.lower().removeprefix("0x") for value in enclaves),
+        tdx_os_measurements=tuple(value.lower() for value in os_sets),
     )
 
 
@@ -421,7 +431,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "gateway": ("url",),
     "ipfs": ("api", "cid_version"),
     "tool": ("author", "name", "version", "prefix", "result", "gateways"),
-    "verify": ("answers", "app_address", "mr_enclaves"),
+    "verify": ("answers", "app_address", "mr_enclaves", "tdx_os_measurements"),
     "contract": ("preset", "output_schema"),
     "privacy": ("sealed_requests", "allow_plain_provider"),
 }

@@ -2,17 +2,21 @@
 
 A dstack app's identity is its compose hash (sha256 of its app-compose document), which the
 CVM measures as a runtime event into RTMR3 at boot. Verifying a quote from such an app takes
-four steps, each failing closed with `NotVerified` naming the step:
+these steps, each failing closed with `NotVerified` naming the step:
 
 1. ``dcap``: the quote is a TDX quote that `dcap-qvl` verifies against Intel's collateral at
    `now` with an accepted TCB status. Every later step reads the *verified* report.
-2. ``event_log``: every dstack runtime event (type 0x08000001) carries the digest that its name
+2. ``os_measurements`` (only when sets are pinned, ``[verify] tdx_os_measurements``): MRTD and
+   RTMR0-2, which measure the OS image the CVM booted (firmware, kernel, initrd, command line),
+   equal one pinned set. Unpinned, any OS image passes, and an image of the host's choosing
+   could extend RTMR3 with a genuine compose-hash event.
+3. ``event_log``: every dstack runtime event (type 0x08000001) carries the digest that its name
    and payload give: ``sha384(le32(event_type) || ":" || event || ":" || payload)``. Without
    this a log could show one payload while its measured digest says another.
-3. ``rtmr3``: replaying the log's RTMR3 digests, ``mr = sha384(mr || digest padded to 48 bytes)``
+4. ``rtmr3``: replaying the log's RTMR3 digests, ``mr = sha384(mr || digest padded to 48 bytes)``
    from 48 zero bytes, gives the quote's RTMR3.
-4. ``compose_hash``: exactly one ``compose-hash`` event in RTMR3, equal to the expected hash.
-5. ``report_data``: the quote's 64-byte report_data equals the expected bytes.
+5. ``compose_hash``: exactly one ``compose-hash`` event in RTMR3, equal to the expected hash.
+6. ``report_data``: the quote's 64-byte report_data equals the expected bytes.
 
 report_data rule for the contract's quote inside a CVM (issue 15; defined here, once)::
 
@@ -65,6 +69,9 @@ DEFAULT_ACCEPTED_STATUSES = (
     "UpToDate", "SWHardeningNeeded", "ConfigurationNeeded", "ConfigurationAndSWHardeningNeeded",
 )
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}\Z")
+# The registers that measure the OS image (TDX module spec: MRTD the virtual firmware, RTMR0 its
+# configuration, RTMR1 the kernel, RTMR2 the command line and initrd); RTMR3 is the app's.
+OS_REGISTERS = ("mr_td", "rt_mr0", "rt_mr1", "rt_mr2")
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class TdxReport:
     app_id: str | None
     production: bool
     events: tuple[str, ...] = field(default=())  # names of the RTMR3 events, in order
+    os_measurements: str = ""  # MRTD:RTMR0:RTMR1:RTMR2, the form [verify] pins
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +96,7 @@ class TdxReport:
             "rtmr3": self.rtmrs[3], "report_data": self.report_data,
             "compose_hash": self.compose_hash, "app_id": self.app_id,
             "production": self.production, "events": list(self.events),
+            "os_measurements": self.os_measurements,
         }
 
 
@@ -130,6 +139,19 @@ def replay_rtmr(digests: Sequence[bytes]) -> bytes:
 
 # ---------------------------------------------------------------------------------------------
 # event log
+
+
+def os_measurements_of(values: Mapping[str, bytes]) -> str:
+    """A quote's OS measurement set as `[verify] tdx_os_measurements` pins it: MRTD and RTMR0-2
+    in lower-case hex, joined by ':'."""
+    return ":".join(values[name].hex() for name in OS_REGISTERS)
+
+
+def check_os_measurements(measured: str, pinned: Sequence[str]) -> None:
+    """Step os_measurements: with sets pinned, the quote's must be one of them."""
+    if pinned and measured not in pinned:
+        raise NotVerified("os_measurements", "the quote's OS image (MRTD, RTMR0-2) is not one "
+                                             "of the pinned verify.tdx_os_measurements")
 
 
 def parse_event_log(event_log: str | bytes | Sequence[Mapping[str, Any]]) -> list[Event]:
@@ -324,6 +346,7 @@ def verify_tdx_attestation(
     allow_dev: bool = False,
     accepted_statuses: Sequence[str] = DEFAULT_ACCEPTED_STATUSES,
     timeout: float = 15.0,
+    os_measurements: Sequence[str] = (),
 ) -> TdxReport:
     """Run every step of the module docstring; `NotVerified(step, ...)` on the first failure."""
     raw = decode_quote(quote)
@@ -339,6 +362,8 @@ def verify_tdx_attestation(
         status, advisories, values = verify_dcap(raw, collateral, now, pccs_url,
                                                  accepted_statuses=accepted_statuses,
                                                  timeout=timeout)
+    measured = os_measurements_of(values)
+    check_os_measurements(measured, os_measurements)
     events = parse_event_log(event_log)
     compose_hash, app_id, names = check_event_log(values["rt_mr3"], events,
                                                   expected_compose_hash)
@@ -349,7 +374,7 @@ def verify_tdx_attestation(
         status=status, advisory_ids=advisories, mr_td=values["mr_td"].hex(),
         rtmrs=tuple(values[f"rt_mr{i}"].hex() for i in range(4)),  # type: ignore[arg-type]
         report_data=values["report_data"].hex(), compose_hash=compose_hash, app_id=app_id,
-        production=status != "dev", events=names,
+        production=status != "dev", events=names, os_measurements=measured,
     )
 
 
@@ -357,7 +382,8 @@ def verify_quote(attestation: Any, policy: Any) -> Any:
     """The `kit.trust.quotes` interface: an `/attestation` document with quote_type "tdx".
 
     Needs `policy.options["compose_hash"]` (the compose hash pinned for the app) and the
-    document's `event_log`; report_data follows `tdx_report_data(cid, message)`.
+    document's `event_log`; report_data follows `tdx_report_data(cid, message)`. Checks
+    `policy.options["os_measurements"]` (pinned sets) when given.
     """
     from kit.trust.quotes import QuoteVerdict
 
@@ -372,7 +398,8 @@ def verify_quote(attestation: Any, policy: Any) -> Any:
         attestation.quote, event_log, tdx_report_data(attestation.cid, attestation.message),
         compose_hash, policy.collateral, policy.now, policy.pccs_url,
         allow_dev=policy.allow_dev, accepted_statuses=policy.accepted_statuses,
-        timeout=policy.collateral_timeout)
+        timeout=policy.collateral_timeout,
+        os_measurements=tuple((policy.options or {}).get("os_measurements", ())))
     return QuoteVerdict(quote_type="tdx", status=report.status, production=report.production,
                         details=report.to_dict())
 
@@ -400,8 +427,9 @@ def tool_verifier_source() -> str:
 # The TDX check of the agent-contract kit for quote_type "tdx" (the kit's gateway in a dstack
 # confidential VM), copied from kit/trust/tdx.py by `kit tool`. Production only: the stand-in's
 # dev quotes are refused. Steps, each refusing with ProofError naming it: dcap (dcap-qvl, Intel
-# root CA pinned), event_log (each runtime event's digest), rtmr3 (replay), compose_hash (one
-# compose-hash event equal to the pinned hash), report_data (binds the CID and the message).
+# root CA pinned), os_measurements (MRTD and RTMR0-2 equal a pinned set, when sets are pinned),
+# event_log (each runtime event's digest), rtmr3 (replay), compose_hash (one compose-hash event
+# equal to the pinned hash), report_data (binds the CID and the message).
 TDX_REPORT_DATA_LABEL = b"agent-contract-kit tdx report_data v1"
 TDX_RUNTIME_EVENT = 0x08000001
 TDX_MAX_JSON_DEPTH = 16
@@ -485,9 +513,10 @@ def check_tdx_event_log(rtmr3, event_log, compose_hash):
 
 
 def check_tdx_quote(quote, event_log, expected_report_data, compose_hash, collateral, now,
-                    accepted_statuses=DEFAULT_ACCEPTED_STATUSES):
-    # type: (bytes, Any, bytes, str, Any, int, Iterable[str]) -> Dict[str, Any]
-    """DCAP-verify a TDX quote, then its event log, compose hash and report_data."""
+                    accepted_statuses=DEFAULT_ACCEPTED_STATUSES, os_measurements=()):
+    # type: (bytes, Any, bytes, str, Any, int, Iterable[str], Iterable[str]) -> Dict[str, Any]
+    """DCAP-verify a TDX quote, then its OS measurements (when `os_measurements` pins sets of
+    MRTD:RTMR0:RTMR1:RTMR2), event log, compose hash and report_data."""
     import dcap_qvl  # type: ignore
 
     if quote.startswith(b"KIT-DEV-"):
@@ -511,11 +540,16 @@ def check_tdx_quote(quote, event_log, expected_report_data, compose_hash, collat
     td = report.get("TD10") or report.get("TD15")
     if not isinstance(td, dict):
         raise ProofError("dcap", "the verified report is not a TD report")
+    os_image = ":".join(td[name].lower() for name in ("mr_td", "rt_mr0", "rt_mr1", "rt_mr2"))
+    pinned = list(os_measurements)
+    if pinned and os_image not in pinned:
+        raise ProofError("os_measurements", "the quote's OS image (MRTD, RTMR0-2) is not one of "
+                         "the pinned TDX_OS_MEASUREMENTS")
     measured = check_tdx_event_log(bytes.fromhex(td["rt_mr3"]), event_log, compose_hash)
     if bytes.fromhex(td["report_data"]) != expected_report_data:
         raise ProofError("report_data", "the quote does not bind this CID and message")
     return {"status": verified.status, "compose_hash": measured, "mr_td": td["mr_td"],
-            "advisory_ids": list(verified.advisory_ids)}
+            "os_measurements": os_image, "advisory_ids": list(verified.advisory_ids)}
 
 
 # --- END tdx verifier ---

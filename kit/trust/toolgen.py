@@ -50,6 +50,7 @@ def tool_context(config: ProjectConfig, deployment: Deployment) -> dict[str, Any
         # ("" when the project has no `kit dstack compose` record: tdx quotes are then refused)
         # and the self-contained TDX check (kit.trust.tdx's region)
         "compose_hash": _recorded_compose_hash(config),
+        "tdx_os_measurements": list(config.verify.tdx_os_measurements),
         "tdx_verifier_source": tdx_tool_verifier_source().rstrip("\n"),
     }
 
