@@ -137,10 +137,6 @@ def replay_rtmr(digests: Sequence[bytes]) -> bytes:
     return mr
 
 
-# ---------------------------------------------------------------------------------------------
-# event log
-
-
 def os_measurements_of(values: Mapping[str, bytes]) -> str:
     """A quote's OS measurement set as `[verify] tdx_os_measurements` pins it: MRTD and RTMR0-2
     in lower-case hex, joined by ':'."""
@@ -152,6 +148,10 @@ def check_os_measurements(measured: str, pinned: Sequence[str]) -> None:
     if pinned and measured not in pinned:
         raise NotVerified("os_measurements", "the quote's OS image (MRTD, RTMR0-2) is not one "
                                              "of the pinned verify.tdx_os_measurements")
+
+
+# ---------------------------------------------------------------------------------------------
+# event log
 
 
 def parse_event_log(event_log: str | bytes | Sequence[Mapping[str, Any]]) -> list[Event]:
