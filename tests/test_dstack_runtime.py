@@ -396,6 +396,17 @@ def test_pinned_os_measurements_are_checked_on_the_real_tdx_sample() -> None:
     assert _verdicts(*args, os_measurements=(genuine,)) == ("compose_hash",) * 2
     assert _verdicts(*args, os_measurements=(pinned[0], genuine)) == ("compose_hash",) * 2
     assert _verdicts(*args) == ("compose_hash",) * 2  # nothing pinned: not checked
+    # one bare string (where `in` would match a substring) is refused, not searched
+    from kit.trust import tdx
+
+    with pytest.raises(TypeError):
+        tdx.check_os_measurements(genuine, genuine)
+    tool = tool_namespace()
+    with pytest.raises(tool["ProofError"]) as err:
+        tool["check_tdx_quote"](quote, "[]", report_data, DSTACK_COMPOSE_HASH,
+                                dcap_qvl.QuoteCollateralV3.from_json(json.dumps(collateral)),
+                                now, os_measurements=genuine + ":" + genuine)
+    assert err.value.field == "os_measurements"
 
 
 def test_tool_copy_checks_the_dstack_event_log_as_the_kit_does() -> None:
@@ -458,6 +469,24 @@ def test_kit_attest_checks_the_recorded_compose_hash(deployed_factory, mock_llm,
                                 "--allow-dev-quote", "--compose-hash", "xyz")
             code, out, _ = run_cli(capsys, "attest", "-C", str(project), "--gateway", cvm.url,
                                    "--allow-dev-quote", "--json")
+            quote = bytes.fromhex(requests.get(f"{cvm.url}/ipfs/{cid}/attestation", params={
+                "nonce": "00" * 32}, timeout=TIMEOUT).json()["quote"])
+            # the OS registers read by hand at the TDX v4 offsets: MRTD, then RTMR0-2
+            os_image = ":".join(quote[HEADER_BYTES + at:HEADER_BYTES + at + 48].hex()
+                                for at in (136, 328, 376, 424))
+            pinned = _pin_os_images(project, [os_image])
+            pinned_ok = run_cli(capsys, "attest", "-C", str(project), "--gateway", cvm.url,
+                                "--allow-dev-quote")
+            key_file = tmp_path / "ethereum_private_key.txt"
+            key_file.write_text("0x" + "5a" * 32)
+            sealed = run_cli(capsys, "encrypt", "--cid", cid, "--gateway", cvm.url,
+                             "--key-file", str(key_file), "--prompt", "hi", "-C", str(project),
+                             "--allow-dev-quote", "--json")
+            _pin_os_images(project, [os_image.replace(os_image[:2], "ee", 1)], pinned)
+            other_os = [run_cli(capsys, verb, *args, "-C", str(project), "--gateway", cvm.url,
+                                "--allow-dev-quote")
+                        for verb, args in (("attest", ()), ("encrypt", (
+                            "--cid", cid, "--key-file", str(key_file), "--prompt", "hi")))]
         finally:
             cvm.stop()
     assert production[0] == 1 and "quote" in production[2]
@@ -466,7 +495,21 @@ def test_kit_attest_checks_the_recorded_compose_hash(deployed_factory, mock_llm,
     view = json.loads(out)
     assert code == 0 and view["quote_type"] == "tdx" and view["production"] is False
     assert view["details"]["compose_hash"] == record.compose_hash
+    assert view["details"]["os_measurements"] == os_image
     assert view["signer"] in load_latest(project).signers
+    assert pinned_ok[0] == 0 and os_image in pinned_ok[1]
+    # kit encrypt checks a TDX attestation by the same policy (compose hash and OS pins)
+    assert sealed[0] == 0 and json.loads(sealed[1])["quote_type"] == "tdx", sealed[2]
+    for code_, _, err in other_os:
+        assert code_ == 1 and "os_measurements" in err, err
+
+
+def _pin_os_images(project: Path, sets: list[str], original: str | None = None) -> str:
+    """Append [verify] tdx_os_measurements to agent.toml (to the original text when given)."""
+    config = project / "agent.toml"
+    original = config.read_text() if original is None else original
+    config.write_text(original + "\n[verify]\ntdx_os_measurements = " + json.dumps(sets) + "\n")
+    return original
 
 
 # -- the generated tool in "attested" mode against a TDX gateway --------------------------------

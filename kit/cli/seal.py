@@ -17,7 +17,6 @@ from kit.cli._common import emit, json_option, project_option
 from kit.errors import InputError
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
-_HEX32 = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 DEFAULT_KEY_FILE = Path("ethereum_private_key.txt")  # mech-client's name
 
 
@@ -53,33 +52,18 @@ def _key(key_file: Path) -> Any:
 def _policy(project_dir: Path, allow_dev: bool, app_address: str | None,
             mr_enclaves: tuple[str, ...], pccs_url: str | None, timeout: float,
             cid: str) -> Any:
-    """The attestation policy of `kit attest` (agent.toml [verify] fills unset flags); for dev
-    quotes the local app address is sha256 of -C DIR's built contract when it hashes to CID."""
-    from kit.trust.attestation import deployed_code
-    from kit.trust.quotes import AttestationPolicy, sha256_app_address
-
-    if (project_dir / "agent.toml").is_file():
-        from kit.contract.config import load_config
-
-        verify = load_config(project_dir).verify
-        app_address = app_address or verify.app_address or None
-        mr_enclaves = mr_enclaves or verify.mr_enclaves
-    for value in (app_address,) if app_address else ():
-        if not _HEX32.fullmatch(value):
-            raise InputError(f"--app-address {value[:80]!r} is not 32 bytes of hex")
-    for value in mr_enclaves:
-        if not _HEX32.fullmatch(value):
-            raise InputError(f"--mr-enclave {value[:80]!r} is not 32 bytes of hex")
+    """The attestation policy of `kit attest`; for dev quotes the local app address is sha256
+    of -C DIR's built contract when it hashes to CID."""
+    from kit.cli.trust import attestation_policy
     from kit.contract.project import ARTIFACT
+    from kit.trust.attestation import deployed_code
+    from kit.trust.quotes import sha256_app_address
 
     code = deployed_code(project_dir, str(ARTIFACT), cid) if allow_dev else None
-    return AttestationPolicy(
-        allow_dev=allow_dev,
-        app_address=bytes.fromhex(app_address.removeprefix("0x")) if app_address else None,
-        local_app_address=sha256_app_address(code) if code is not None else None,
-        mr_enclaves=tuple(bytes.fromhex(m.removeprefix("0x")) for m in mr_enclaves),
-        pccs_url=pccs_url, collateral_timeout=timeout,
-    )
+    return attestation_policy(
+        project_dir, allow_dev=allow_dev, app_address=app_address, mr_enclaves=mr_enclaves,
+        pccs_url=pccs_url, timeout=timeout,
+        local_app_address=sha256_app_address(code) if code is not None else None)
 
 
 def _gateway(project_dir: Path, gateway_url: str | None) -> str:

@@ -131,16 +131,33 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
            app_address: str | None, mr_enclaves: tuple[str, ...], pccs_url: str | None,
            compose_hash: str | None, timeout: float, as_json: bool) -> None:
     """Fetch /attestation with a fresh nonce, verify it, record the signer for the deployment."""
+    from kit.contract.config import check_option_url
     from kit.trust.attestation import attest_deployment
+
+    if gateway_url is not None:
+        check_option_url("--gateway", gateway_url)
+    policy = attestation_policy(project_dir, allow_dev=allow_dev_quote, app_address=app_address,
+                                mr_enclaves=mr_enclaves, pccs_url=pccs_url, timeout=timeout,
+                                compose_hash=compose_hash)
+    result = attest_deployment(project_dir, gateway_url=gateway_url, policy=policy,
+                               timeout=timeout)
+    emit(result.to_dict(), as_json, _describe_attestation)
+
+
+def attestation_policy(project_dir: Path, *, allow_dev: bool, app_address: str | None,
+                       mr_enclaves: tuple[str, ...], pccs_url: str | None, timeout: float,
+                       compose_hash: str | None = None,
+                       local_app_address: bytes | None = None) -> Any:
+    """The policy of `kit attest` and `kit encrypt`: the flags, else agent.toml [verify]; a TDX
+    quote is checked against the compose hash (the flag, else deployments/dstack.json) and the
+    pinned OS measurement sets ([verify] tdx_os_measurements)."""
+    from kit.contract.config import check_option_url
     from kit.trust.quotes import AttestationPolicy
 
-    from kit.contract.config import check_option_url
-
-    for option, url in (("--gateway", gateway_url), ("--pccs-url", pccs_url)):
-        if url is not None:
-            check_option_url(option, url)
+    if pccs_url is not None:
+        check_option_url("--pccs-url", pccs_url)
     os_measurements: tuple[str, ...] = ()
-    if (project_dir / "agent.toml").is_file():  # [verify] defaults for the flags below
+    if (project_dir / "agent.toml").is_file():
         from kit.contract.config import load_config
 
         verify = load_config(project_dir).verify
@@ -148,17 +165,15 @@ def attest(project_dir: Path, gateway_url: str | None, allow_dev_quote: bool,
         mr_enclaves = mr_enclaves or verify.mr_enclaves
         os_measurements = verify.tdx_os_measurements
     address = _checked((app_address,), _HEX32, "--app-address")[0] if app_address else None
-    policy = AttestationPolicy(
-        allow_dev=allow_dev_quote,
+    return AttestationPolicy(
+        allow_dev=allow_dev,
         app_address=bytes.fromhex(address.removeprefix("0x")) if address else None,
+        local_app_address=local_app_address,
         mr_enclaves=tuple(bytes.fromhex(m.removeprefix("0x"))
                           for m in _checked(mr_enclaves, _HEX32, "--mr-enclave")),
         pccs_url=pccs_url, collateral_timeout=timeout,
         options=_tdx_options(project_dir, compose_hash, os_measurements),
     )
-    result = attest_deployment(project_dir, gateway_url=gateway_url, policy=policy,
-                               timeout=timeout)
-    emit(result.to_dict(), as_json, _describe_attestation)
 
 
 def _tdx_options(project_dir: Path, compose_hash: str | None,

@@ -144,8 +144,11 @@ def os_measurements_of(values: Mapping[str, bytes]) -> str:
 
 
 def check_os_measurements(measured: str, pinned: Sequence[str]) -> None:
-    """Step os_measurements: with sets pinned, the quote's must be one of them."""
-    if pinned and measured not in pinned:
+    """Step os_measurements: with sets pinned, the quote's must be one of them (whole sets:
+    a bare string is refused, as `in` would match any substring of it)."""
+    if isinstance(pinned, (str, bytes)):
+        raise TypeError("pinned OS measurements are a sequence of sets, not one string")
+    if pinned and measured not in set(pinned):
         raise NotVerified("os_measurements", "the quote's OS image (MRTD, RTMR0-2) is not one "
                                              "of the pinned verify.tdx_os_measurements")
 
@@ -541,8 +544,8 @@ def check_tdx_quote(quote, event_log, expected_report_data, compose_hash, collat
     if not isinstance(td, dict):
         raise ProofError("dcap", "the verified report is not a TD report")
     os_image = ":".join(td[name].lower() for name in ("mr_td", "rt_mr0", "rt_mr1", "rt_mr2"))
-    pinned = list(os_measurements)
-    if pinned and os_image not in pinned:
+    pinned = [] if isinstance(os_measurements, str) else list(os_measurements)
+    if isinstance(os_measurements, str) or (pinned and os_image not in pinned):
         raise ProofError("os_measurements", "the quote's OS image (MRTD, RTMR0-2) is not one of "
                          "the pinned TDX_OS_MEASUREMENTS")
     measured = check_tdx_event_log(bytes.fromhex(td["rt_mr3"]), event_log, compose_hash)
